@@ -1,0 +1,102 @@
+"""The Python API (usable in a notebook); the CLI is a thin layer over these functions."""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from .config import RunConfig, load_config
+from .errors import FashionlabError
+
+EVALUATORS = {
+    "attributes": ("fashionlab.tasks.attributes.metric", "evaluate_attributes_files"),
+    "classify": ("fashionlab.tasks.classify.evaluate", "evaluate_classify_files"),
+    "styles": ("fashionlab.tasks.styles.metric", "evaluate_styles_files"),
+    "retrieval": ("fashionlab.tasks.retrieval.metric", "evaluate_retrieval_files"),
+    "keypoints": ("fashionlab.tasks.keypoints.metric", "evaluate_keypoints_files"),
+}
+
+
+def train(task: str, config: str | Path | None = None, resume: str | Path | None = None, **overrides: Any):
+    """Train ``task``; ``config`` is a YAML file, keyword arguments override it. Returns a TrainResult.
+
+    ``resume=RUN`` continues a killed run from ``RUN/weights/last.ckpt`` with ``RUN/config.yaml``.
+    """
+    from .engine.trainer import train as run_training
+
+    if resume is not None:
+        config = Path(resume) / "config.yaml"
+        if not config.is_file():
+            raise FashionlabError(f"{resume}: not a run folder (no config.yaml) — nothing to resume")
+        overrides = {**overrides, "out": str(resume)}
+    cfg = load_config(config, task=task, **overrides)
+    if cfg.task != task:
+        raise FashionlabError(f"{config}: config is for task '{cfg.task}', not '{task}'")
+    if not cfg.data:
+        raise FashionlabError("no training data: pass --data PATH or set data: in the config")
+    return run_training(cfg, resume=resume is not None)
+
+
+def predict(task: str, weights: str | Path, source: str | Path, out: str | Path, tta: str = "none",
+            batch: int = 64, workers: int = 2, device: str = "auto") -> Path:
+    """Predict every image of ``source``; writes the task's own prediction/submission CSV to ``out``."""
+    from .data.images import check_images
+    from .engine.checkpoint import load_weights
+    from .engine.predictor import predict_probs
+    from .engine.trainer import resolve_device
+    from .tasks import get_task
+
+    device = resolve_device(device)
+    loaded = load_weights(weights, device)
+    if loaded.task != task:
+        raise FashionlabError(f"{weights}: weights are for task '{loaded.task}', not '{task}'")
+    task_obj = get_task(task)
+    data = task_obj.load_source(Path(source), loaded.meta)
+    data = data.subset(check_images(data.paths, skip_bad=False))
+    probs = predict_probs(loaded.net, data, loaded.imgsz, loaded.mean, loaded.std, tta, batch, workers, device)
+    return task_obj.write_predictions(Path(out), data, probs, loaded.meta)
+
+
+def evaluate(task: str, pred: str | Path, truth: str | Path, **kwargs: Any) -> dict[str, Any]:
+    """Score a prediction file against the truth with the competition's own metric."""
+    import importlib
+
+    if task not in EVALUATORS:
+        raise FashionlabError(f"unknown task '{task}'; tasks: {', '.join(EVALUATORS)}")
+    for path in (pred, truth):
+        if not Path(path).is_file():
+            raise FashionlabError(f"{path}: no such file")
+    module, func = EVALUATORS[task]
+    return getattr(importlib.import_module(module), func)(Path(pred), Path(truth), **kwargs)
+
+
+def synth(task: str, out: str | Path, **kwargs: Any) -> Path:
+    from .data.synth import synth as make
+
+    return make(task, Path(out), **kwargs)
+
+
+def report(run: str | Path) -> Path:
+    from .engine.report import write_report
+
+    return write_report(Path(run))
+
+
+def demo(out: str | Path = "runs/demo", time_budget: float = 150.0) -> dict[str, Any]:
+    """The main job on embedded data: synth FashionAI attributes, train, evaluate, submit, report."""
+    out = Path(out)
+    started = time.perf_counter()
+    data = synth("attributes", out / "data", n_per_task=120, size=96, seed=0)
+    result = train("attributes", data=str(data), out=str(out / "run"), imgsz=96, batch=32,
+                   time_budget=time_budget, head_epochs=40)
+    submission = predict("attributes", result.best, data / "Annotations" / "label.csv",
+                         out / "submission.csv", tta="flip")
+    scores = evaluate("attributes", submission, data / "Annotations" / "label.csv")
+    val_scores = {k: result.metrics[k] for k in ("map", "accuracy") if k in result.metrics}
+    page = report(result.run)
+    return {"data": str(data), "run": str(result.run), "weights": str(result.best), "submission": str(submission),
+            "report": str(page), "val": val_scores, "all_rows_flip_tta": scores,
+            "seconds": round(time.perf_counter() - started, 1)}
+
+
+__all__ = ["RunConfig", "demo", "evaluate", "predict", "report", "synth", "train"]

@@ -1,0 +1,177 @@
+"""``fashionlab VERB TASK [CONFIG.yaml] [--options]`` — a thin Typer layer over ``fashionlab.api``."""
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from . import __version__, api
+from .config import parse_set
+from .errors import FashionlabError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Train, evaluate and ship fashion image-recognition models.")
+data_app = typer.Typer(no_args_is_help=True, help="Datasets: generate the embedded synthetic sets.")
+app.add_typer(data_app, name="data")
+console = Console(stderr=True)
+
+
+def _setup_logging(verbose: bool) -> None:
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(message)s", stream=sys.stderr)
+    logging.getLogger("fashionlab").setLevel(logging.INFO)
+    for noisy in ("lightning", "lightning.pytorch", "lightning.fabric"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+@app.callback()
+def main(verbose: bool = typer.Option(False, "--verbose", "-v", help="More log output.")) -> None:
+    _setup_logging(verbose)
+
+
+@app.command()
+def version() -> None:
+    """Print the version."""
+    print(__version__)
+
+
+@app.command()
+def train(
+    task: str = typer.Argument(..., help="attributes | classify"),
+    config: Optional[Path] = typer.Argument(None, help="YAML config; options below override it."),
+    data: Optional[str] = typer.Option(None, help="Training data (folder or label file)."),
+    out: Optional[str] = typer.Option(None, help="Run folder."),
+    model: Optional[str] = typer.Option(None, help="timm model name."),
+    pretrained: Optional[str] = typer.Option(None, help="auto | offline | timm | none | PATH."),
+    imgsz: Optional[int] = typer.Option(None, help="Image size (pixels)."),
+    epochs: Optional[int] = typer.Option(None, help="Fine-tune epochs (cap when --time-budget is set)."),
+    batch: Optional[int] = typer.Option(None, help="Batch size."),
+    lr: Optional[float] = typer.Option(None, help="Learning rate of the head; the backbone gets lr*backbone_lr_mult."),
+    time_budget: Optional[float] = typer.Option(None, "--time-budget", help="Wall-clock seconds for the run."),
+    val_data: Optional[str] = typer.Option(None, "--val-data", help="Separate validation data."),
+    device: Optional[str] = typer.Option(None, help="auto | cpu | cuda | cuda:N."),
+    workers: Optional[int] = typer.Option(None, help="Data-loading processes."),
+    seed: Optional[int] = typer.Option(None),
+    skip_bad: bool = typer.Option(False, "--skip-bad", help="Skip unreadable images (counted, with a warning)."),
+    resume: Optional[Path] = typer.Option(None, help="Continue a killed run from its folder."),
+    set_: list[str] = typer.Option([], "--set", help="Any config option: --set schedule=cosine (repeatable)."),
+) -> None:
+    """Train a model; the best checkpoint by the task's metric goes to RUN/weights/best.pt."""
+    overrides = dict(data=data, out=out, model=model, pretrained=pretrained, imgsz=imgsz, epochs=epochs, batch=batch,
+                     lr=lr, time_budget=time_budget, val_data=val_data, device=device, workers=workers, seed=seed,
+                     skip_bad=skip_bad or None, **parse_set(set_))
+    result = api.train(task, config, resume=resume, **overrides)
+    metric = result.metrics.get(result.metrics.get("metric", ""), None)
+    console.print(f"[green]done[/]: best weights {result.best}; val {result.metrics.get('metric')} = {metric}")
+    console.print(f"run folder: {result.run}")
+
+
+@app.command()
+def predict(
+    task: str = typer.Argument(...),
+    weights: Path = typer.Option(..., help="RUN/weights/best.pt"),
+    source: Path = typer.Option(..., help="Image folder, image, or list file."),
+    out: Path = typer.Option(Path("predictions.csv"), help="Output CSV."),
+    tta: str = typer.Option("none", help="none | flip | 5crop | 10crop"),
+    batch: int = typer.Option(64),
+    workers: int = typer.Option(2),
+    device: str = typer.Option("auto"),
+) -> None:
+    """Predict images; classify writes image,label,score, attributes the FashionAI submission format."""
+    path = api.predict(task, weights, source, out, tta=tta, batch=batch, workers=workers, device=device)
+    console.print(f"wrote {path}")
+
+
+@app.command()
+def submit(
+    task: str = typer.Argument(...),
+    weights: Path = typer.Option(...),
+    source: Path = typer.Option(..., help="Test release root or question/label CSV."),
+    out: Path = typer.Option(Path("submission.csv")),
+    tta: str = typer.Option("10crop", help="none | flip | 5crop | 10crop"),
+    batch: int = typer.Option(64),
+    workers: int = typer.Option(2),
+    device: str = typer.Option("auto"),
+) -> None:
+    """Write a competition submission (predict with the competition's TTA default)."""
+    path = api.predict(task, weights, source, out, tta=tta, batch=batch, workers=workers, device=device)
+    console.print(f"wrote submission {path}")
+
+
+@app.command()
+def evaluate(
+    task: str = typer.Argument(...),
+    pred: Path = typer.Option(..., help="Predictions / submission file."),
+    truth: Path = typer.Option(..., help="Ground-truth file."),
+    thresholds: Optional[Path] = typer.Option(None, help="styles: per-label thresholds JSON."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+) -> None:
+    """Score predictions with the competition's own metric."""
+    kwargs = {"thresholds_path": thresholds} if thresholds is not None else {}
+    scores = api.evaluate(task, pred, truth, **kwargs)
+    if as_json:
+        print(json.dumps(scores))
+        return
+    table = Table(title=f"{task} evaluation")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for key, value in scores.items():
+        if isinstance(value, (int, float)):
+            table.add_row(key, f"{value:.4f}" if isinstance(value, float) else str(value))
+        elif isinstance(value, dict) and all(isinstance(v, (int, float)) for v in value.values()):
+            for sub, v in value.items():
+                table.add_row(f"{key}.{sub}", f"{v:.4f}")
+    Console().print(table)
+
+
+@app.command()
+def report(run: Path = typer.Argument(..., help="Run folder.")) -> None:
+    """Write RUN/report.html: config, data, curves, metrics and plots in one file."""
+    console.print(f"wrote {api.report(run)}")
+
+
+@app.command()
+def demo(out: Path = typer.Option(Path("runs/demo")), time_budget: float = typer.Option(150.0, "--time-budget")) -> None:
+    """The main job, offline: synthetic FashionAI attributes -> train -> evaluate -> submission -> report."""
+    console.print("[bold]fashionlab demo[/]: synthetic FashionAI attributes (3 tasks), efficientnet_lite0 "
+                  "with offline ImageNet weights")
+    summary = api.demo(out, time_budget=time_budget)
+    for key in ("data", "run", "weights", "submission", "report"):
+        console.print(f"  {key:<11} {summary[key]}")
+    console.print(f"  validation  {json.dumps(summary['val'])}")
+    console.print(f"  took        {summary['seconds']} s")
+
+
+@data_app.command("synth")
+def data_synth(
+    task: str = typer.Argument(..., help="attributes | styles | retrieval | keypoints"),
+    out: Path = typer.Option(..., help="Output folder."),
+    n: Optional[int] = typer.Option(None, help="Images (per task for attributes, items for retrieval)."),
+    size: Optional[int] = typer.Option(None, help="Image size in pixels."),
+    seed: int = typer.Option(0),
+) -> None:
+    """Generate an embedded synthetic dataset in the competition's own layout."""
+    count_arg = {"attributes": "n_per_task", "retrieval": "n_items"}.get(task, "n")
+    kwargs = {k: v for k, v in {count_arg: n, "size": size, "seed": seed}.items() if v is not None}
+    console.print(f"wrote {api.synth(task, out, **kwargs)}")
+
+
+def run() -> None:
+    """Entry point: user errors become one red line and exit code 2, never a stack trace."""
+    try:
+        app()
+    except FashionlabError as err:
+        console.print(f"[red]error[/]: {err}", highlight=False, soft_wrap=True)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        console.print("[yellow]interrupted[/]: weights saved so far are in RUN/weights (resume with --resume RUN)")
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    run()

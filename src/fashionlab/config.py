@@ -1,0 +1,116 @@
+"""Run configuration: one flat, validated model; YAML file < CLI options < ``--set key=value``."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from .errors import FashionlabError
+
+
+class RunConfig(BaseModel):
+    """Every knob of a training run. Unknown keys are errors, so a typo never passes silently."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    task: str = "attributes"
+    data: str = ""
+    out: str = "runs/train"
+    # data
+    val_fraction: float = Field(0.2, ge=0.0, lt=1.0)
+    val_data: str = ""  # a separate validation folder/file; overrides val_fraction
+    seed: int = 0
+    imgsz: int | None = Field(None, ge=32, le=1024)  # None: from the photos' size (and the time budget)
+    batch: int = Field(32, ge=1)
+    workers: int = Field(2, ge=0)
+    skip_bad: bool = False
+    # model
+    model: str = "efficientnet_lite0"
+    pretrained: str = "auto"
+    drop_rate: float = Field(0.2, ge=0.0, lt=1.0)
+    # optimisation
+    optimizer: Literal["sgd", "adamw"] = "adamw"
+    lr: float = Field(1e-3, gt=0)
+    backbone_lr_mult: float = Field(0.3, gt=0, le=1.0)
+    weight_decay: float = Field(1e-4, ge=0)
+    momentum: float = Field(0.9, ge=0, lt=1)
+    schedule: Literal["cosine", "onecycle", "step", "constant"] = "onecycle"
+    step_size: int = Field(3, ge=1)  # epochs between x0.1 decays for schedule=step
+    warmup_epochs: float = Field(0.0, ge=0)
+    epochs: int | None = Field(None, ge=0)  # None: 10, or as many as fit in time_budget
+    head_epochs: int = Field(30, ge=0)  # stage 1: head only, backbone frozen (on cached features)
+    head_lr: float = Field(3e-3, gt=0)
+    time_budget: float = Field(0.0, ge=0)  # seconds; 0 = no budget, run `epochs`
+    min_epochs: int = Field(4, ge=1)  # with a budget and auto imgsz: shrink images until this many fit
+    label_smoothing: float = Field(0.1, ge=0, lt=1)
+    hflip: float = Field(0.5, ge=0, le=1)
+    scale_min: float = Field(0.5, gt=0, le=1)  # RandomResizedCrop area lower bound
+    color_jitter: float = Field(0.2, ge=0, le=1)
+    # engine
+    device: str = "auto"
+    amp: bool = True  # mixed precision, used on GPU only
+    channels_last: bool = True
+    compile: bool = False
+    tensorboard: bool = False
+    patience: int = Field(0, ge=0)  # early stopping on the val metric; 0 = off
+    # attributes
+    maybe_weight: float = Field(0.5, ge=0, le=1)  # target mass of an 'm' letter relative to 'y'
+    multitask: bool = True
+
+    @field_validator("data")
+    @classmethod
+    def _data_exists(cls, value: str) -> str:
+        if value and not Path(value).exists():
+            raise ValueError(f"data path '{value}' does not exist")
+        return value
+
+
+def _format_validation(err: ValidationError, source: str) -> str:
+    first = err.errors()[0]
+    where = ".".join(str(p) for p in first["loc"]) or "config"
+    msg = first["msg"]
+    if first["type"] == "extra_forbidden":
+        known = ", ".join(sorted(RunConfig.model_fields))
+        msg = f"unknown option; known options: {known}"
+    return f"{source}: {where}: {msg}"
+
+
+def parse_set(items: list[str]) -> dict[str, Any]:
+    """``["lr=0.01", "schedule=cosine"]`` -> dict with YAML-typed values."""
+    out: dict[str, Any] = {}
+    for item in items:
+        if "=" not in item:
+            raise FashionlabError(f"--set '{item}': expected key=value")
+        key, value = item.split("=", 1)
+        out[key.strip()] = yaml.safe_load(value) if value else ""
+    return out
+
+
+def load_config(path: str | Path | None = None, **overrides: Any) -> RunConfig:
+    """Merge a YAML file with overrides (None values are ignored) and validate the result."""
+    values: dict[str, Any] = {}
+    source = "config"
+    if path:
+        source = str(path)
+        try:
+            loaded = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise FashionlabError(f"{path}: config file not found") from None
+        except yaml.YAMLError as exc:
+            raise FashionlabError(f"{path}: not valid YAML ({exc.__class__.__name__})") from None
+        if loaded is not None and not isinstance(loaded, dict):
+            raise FashionlabError(f"{path}: expected a mapping of option: value")
+        values.update(loaded or {})
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    try:
+        return RunConfig(**values)
+    except ValidationError as err:
+        raise FashionlabError(_format_validation(err, source)) from None
+
+
+def save_config(cfg: RunConfig, path: Path) -> None:
+    from .io import write_text
+
+    write_text(path, yaml.safe_dump(cfg.model_dump(), sort_keys=False))

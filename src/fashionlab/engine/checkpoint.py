@@ -1,0 +1,59 @@
+"""The run's weights file: plain tensors + JSON-able metadata, loadable with ``weights_only=True``."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..errors import FashionlabError
+from ..io import atomic_open
+from ..models.backbone import create_backbone
+from ..models.net import ClassifierNet
+from ..tasks.base import TaskMeta
+
+FORMAT = "fashionlab-classifier-1"
+
+
+@dataclass
+class LoadedModel:
+    net: ClassifierNet
+    task: str
+    meta: TaskMeta
+    imgsz: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    info: dict[str, Any]
+
+
+def save_weights(path: Path, net: ClassifierNet, task: str, meta: TaskMeta, model_name: str, imgsz: int,
+                 mean, std, extra: dict[str, Any] | None = None) -> Path:
+    state = {k: v.detach().cpu().clone() for k, v in net.state_dict().items()}
+    payload = {
+        "format": FORMAT, "task": task, "model": model_name, "imgsz": int(imgsz),
+        "mean": [float(m) for m in mean], "std": [float(s) for s in std],
+        "meta": meta.to_dict(), "extra": extra or {}, "state_dict": state,
+    }
+    with atomic_open(path, "wb") as handle:
+        torch.save(payload, handle)
+    return path
+
+
+def load_weights(path: str | Path, device: str = "cpu") -> LoadedModel:
+    path = Path(path)
+    if not path.is_file():
+        raise FashionlabError(f"{path}: weights file not found")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - unreadable or unsafe file
+        raise FashionlabError(f"{path}: not a fashionlab weights file ({type(exc).__name__})") from None
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise FashionlabError(f"{path}: not a fashionlab weights file (use RUN/weights/best.pt)")
+    meta = TaskMeta.from_dict(payload["meta"])
+    backbone = create_backbone(payload["model"], pretrained="none")
+    net = ClassifierNet(backbone.model, backbone.num_features, meta.head_sizes)
+    net.load_state_dict(payload["state_dict"], strict=True)
+    net.eval().to(device)
+    return LoadedModel(net, payload["task"], meta, payload["imgsz"], tuple(payload["mean"]), tuple(payload["std"]),
+                       payload.get("extra", {}))

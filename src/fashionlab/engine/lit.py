@@ -1,0 +1,87 @@
+"""The Lightning module for stage 2: full fine-tuning with a lower backbone learning rate."""
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import time
+
+import lightning.pytorch as pl
+import numpy as np
+import torch
+
+from ..config import RunConfig
+from ..models.net import ClassifierNet, soft_cross_entropy
+from .schedules import lr_lambda
+
+
+class LitClassifier(pl.LightningModule):
+    def __init__(self, net: ClassifierNet, cfg: RunConfig, total_steps: int, steps_per_epoch: int,
+                 score: Callable[[list[np.ndarray]], float], on_validated: Callable[[int, float, float, float, float], int | None]) -> None:
+        super().__init__()
+        self.net, self.cfg = net, cfg
+        self.total_steps, self.steps_per_epoch = max(1, total_steps), max(1, steps_per_epoch)
+        self.score, self.on_validated = score, on_validated
+        self._val_probs: list[np.ndarray] = []
+        self._train_losses: list[float] = []
+        self._epoch_clock, self._epoch_images = 0.0, 0
+        self.train_images_per_s = float("nan")
+
+    def forward(self, images: torch.Tensor, task_index: torch.Tensor) -> torch.Tensor:
+        return self.net(images, task_index)
+
+    def _images(self, images: torch.Tensor) -> torch.Tensor:
+        return images.contiguous(memory_format=torch.channels_last) if self.cfg.channels_last else images
+
+    def on_train_epoch_start(self) -> None:
+        self._epoch_clock, self._epoch_images = time.perf_counter(), 0
+
+    def on_validation_epoch_start(self) -> None:  # runs right after the epoch's last training step
+        self.train_images_per_s = self._epoch_images / max(1e-9, time.perf_counter() - self._epoch_clock)
+
+    def training_step(self, batch, batch_idx: int) -> torch.Tensor:
+        images, (task_index, targets) = batch
+        self._epoch_images += len(images)
+        loss = soft_cross_entropy(self(self._images(images), task_index), targets, self.cfg.label_smoothing)
+        self.log("train_loss", loss, prog_bar=True, on_step=True, on_epoch=False)
+        self._train_losses.append(float(loss.detach()))
+        return loss
+
+    def validation_step(self, batch, batch_idx: int) -> None:
+        images, (task_index, _) = batch
+        probs = self(self._images(images), task_index).float().softmax(1).cpu().numpy()
+        sizes = self.net.head.sizes
+        self._val_probs += [p[: sizes[t]] for p, t in zip(probs, task_index.tolist())]
+
+    def on_validation_epoch_end(self) -> None:
+        if not self._val_probs:
+            return
+        metric = float(self.score(self._val_probs))
+        train_loss = float(np.mean(self._train_losses)) if self._train_losses else float("nan")
+        self._val_probs, self._train_losses = [], []
+        self.log("val_metric", metric, prog_bar=True)
+        if self.trainer.is_global_zero and not self.trainer.sanity_checking:
+            wall = time.perf_counter() - self._epoch_clock
+            new_total = self.on_validated(self.current_epoch + 1, train_loss, metric, self.train_images_per_s, wall)
+            if new_total is not None:
+                self.set_total_epochs(new_total)
+
+    def set_total_epochs(self, epochs: int) -> None:
+        """Re-plan mid-run (time budget): the LR schedule stretches or shrinks to the new length."""
+        self.trainer.fit_loop.max_epochs = epochs
+        self.total_steps = max(1, epochs * self.steps_per_epoch)
+
+    def configure_optimizers(self):
+        cfg = self.cfg
+        groups = [
+            {"params": [p for p in self.net.backbone.parameters() if p.requires_grad], "lr": cfg.lr * cfg.backbone_lr_mult},
+            {"params": list(self.net.head.parameters()), "lr": cfg.lr},
+        ]
+        if cfg.optimizer == "sgd":
+            optimizer = torch.optim.SGD(groups, momentum=cfg.momentum, weight_decay=cfg.weight_decay, nesterov=True)
+        else:
+            optimizer = torch.optim.AdamW(groups, weight_decay=cfg.weight_decay)
+        warmup = int(cfg.warmup_epochs * self.steps_per_epoch)
+        pct = min(0.5, max(0.05, warmup / self.total_steps)) if warmup else 0.25
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_lambda(
+            cfg.schedule, self.total_steps, warmup, cfg.step_size * self.steps_per_epoch, pct_start=pct)(step))
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

@@ -1,0 +1,33 @@
+"""Batched, streaming prediction with optional test-time augmentation."""
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from ..data.images import ImageDataset
+from ..data.transforms import tta_transform
+from ..models.net import ClassifierNet
+from ..tasks.base import LabelledSet
+
+
+def make_loader(dataset, batch: int, workers: int, shuffle: bool = False, drop_last: bool = False) -> DataLoader:
+    return DataLoader(dataset, batch_size=batch, shuffle=shuffle, num_workers=workers, drop_last=drop_last,
+                      persistent_workers=workers > 0, pin_memory=torch.cuda.is_available())
+
+
+@torch.no_grad()
+def predict_probs(net: ClassifierNet, data: LabelledSet, imgsz: int, mean, std, tta: str = "none",
+                  batch: int = 64, workers: int = 2, device: str = "cpu") -> list[np.ndarray]:
+    """Softmax probabilities per image, trimmed to its task's width; TTA views are averaged."""
+    transform = tta_transform(imgsz, mean, std, tta)
+    dataset = ImageDataset(data.paths, data.task_index.tolist(), transform, draft=int(imgsz / 0.875) + 1)
+    net.eval().to(device)
+    sizes = net.head.sizes
+    out: list[np.ndarray] = []
+    for views, task_index in make_loader(dataset, batch, workers):
+        n, v = views.shape[:2]
+        logits = net(views.flatten(0, 1).to(device), task_index.repeat_interleave(v).to(device))
+        probs = logits.float().softmax(1).view(n, v, -1).mean(1).cpu().numpy()
+        out += [p[: sizes[t]] for p, t in zip(probs, task_index.tolist())]
+    return out

@@ -1,0 +1,238 @@
+"""``train``: the one loop every classification-style task runs, in two stages, inside a time budget.
+
+Stage 1 fits the new head on cached features of the frozen backbone; stage 2 fine-tunes everything
+with Lightning (AMP on GPU, channels_last, optional torch.compile, resumable ``last.ckpt``). The best
+weights by the task's own validation metric are written to ``RUN/weights/best.pt`` whenever they
+improve, so a usable checkpoint exists from the end of stage 1 on.
+"""
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import time
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..config import RunConfig, save_config
+from ..data.images import ImageDataset, check_images
+from ..data.transforms import train_transform, eval_transform
+from ..errors import FashionlabError
+from ..io import write_json
+from ..models.backbone import create_backbone
+from ..models.net import ClassifierNet, soft_cross_entropy
+from ..tasks import get_task
+from ..tasks.base import LabelledSet, TaskMeta
+from .budget import plan_epochs
+from .checkpoint import save_weights
+from .head_stage import train_head
+from .image_size import native_size, size_for_budget, size_for_photos
+from .predictor import make_loader, predict_probs
+from .run_files import RunFiles
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainResult:
+    run: Path
+    best: Path
+    metrics: dict[str, Any]
+
+
+def resolve_device(name: str) -> str:
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise FashionlabError(f"device '{name}' requested but no CUDA GPU is available")
+    return name
+
+
+def _targets(data: LabelledSet) -> list[tuple[int, np.ndarray]]:
+    return list(zip(data.task_index.tolist(), data.targets))
+
+
+def probe_train_speed(net: ClassifierNet, loader, cfg: RunConfig, device: str, batches: int = 5,
+                      warmup: int = 2) -> float:
+    """Seconds per training image, measured on a throw-away copy (the first batches are warm-up)."""
+    trial = copy.deepcopy(net).to(device).train()
+    optimizer = torch.optim.AdamW(trial.parameters(), lr=1e-6)
+    times, seen = [], []
+    clock = time.perf_counter()
+    for i, (images, (task_index, targets)) in enumerate(loader):
+        loss = soft_cross_entropy(trial(images.to(device), task_index.to(device)), targets.to(device))
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        now = time.perf_counter()
+        if i >= warmup:
+            times.append(now - clock)
+            seen.append(len(images))
+        clock = now
+        if i >= batches - 1:
+            break
+    del trial
+    return sum(times) / max(1, sum(seen)) if seen else 0.0
+
+
+def train(cfg: RunConfig, resume: bool = False) -> TrainResult:
+    started = time.perf_counter()
+    import lightning.pytorch as pl
+    from lightning.pytorch.callbacks import ModelCheckpoint
+    from lightning.pytorch.loggers import CSVLogger
+
+    from .lit import LitClassifier
+
+    pl.seed_everything(cfg.seed, verbose=False)
+    task = get_task(cfg.task)
+    files = RunFiles(Path(cfg.out))
+    files.prepare()
+    state = files.read_state() if resume else {}
+    save_config(cfg, files.config)
+    train_set, val_set, meta = task.load_train(cfg)
+    train_set = train_set.subset(check_images(train_set.paths, cfg.skip_bad))
+    val_set = val_set.subset(check_images(val_set.paths, cfg.skip_bad))
+    if len(train_set) == 0:
+        raise FashionlabError(f"{cfg.data}: no training images left")
+    files.write_data_summary(train_set, val_set, meta)
+    if cfg.imgsz is None:
+        cfg.imgsz = size_for_photos(native_size(train_set.paths, seed=cfg.seed))
+        log.info("image size %d (from the photos' own size)", cfg.imgsz)
+    auto_size = state.get("auto_size", "imgsz" not in cfg.model_fields_set) if resume else \
+        "imgsz" not in cfg.model_fields_set
+    device = resolve_device(cfg.device)
+    backbone = create_backbone(cfg.model, cfg.pretrained, cfg.drop_rate)
+    log.info("backbone %s, weights: %s", cfg.model, backbone.weights)
+    net = ClassifierNet(backbone.model, backbone.num_features, meta.head_sizes)
+    mean, std = backbone.mean, backbone.std
+
+    def score(probs: list[np.ndarray]) -> float:
+        return float(task.score(probs, val_set, meta)[task.metric])
+
+    best = {"metric": state.get("best_metric", -math.inf)}
+    history: list[dict] = list(state.get("history", []))
+
+    def save_if_best(metric: float, stage: str, epoch: int) -> None:
+        if metric > best["metric"]:
+            best["metric"] = metric
+            save_weights(files.best, net, task.name, meta, cfg.model, cfg.imgsz, mean, std,
+                         {"metric": task.metric, "value": metric, "stage": stage, "epoch": epoch})
+
+    resuming = resume and files.last_ckpt.is_file()
+    if resume and not resuming:
+        log.warning("%s: nothing to resume, starting from the beginning", files.last_ckpt)
+    infer_s = state.get("infer_s_per_image", 0.0)
+    if not resuming and cfg.head_epochs > 0:
+        head = train_head(net, train_set, val_set, score, cfg.imgsz, mean, std, cfg.head_epochs, cfg.head_lr,
+                          cfg.weight_decay, cfg.label_smoothing, cfg.batch * 2, cfg.workers, device, cfg.seed)
+        history += head.history
+        infer_s = head.infer_s_per_image
+        save_if_best(head.best_metric, "head", head.best_epoch)
+        log.info("head stage: best %s %.4f at epoch %d", task.metric, head.best_metric, head.best_epoch)
+
+    def loaders():
+        train_ds = ImageDataset(train_set.paths, _targets(train_set), train_transform(
+            cfg.imgsz, mean, std, cfg.scale_min, cfg.hflip, cfg.color_jitter))
+        val_ds = ImageDataset(val_set.paths, _targets(val_set), eval_transform(cfg.imgsz, mean, std))
+        return (make_loader(train_ds, cfg.batch, cfg.workers, shuffle=True, drop_last=len(train_ds) > cfg.batch),
+                make_loader(val_ds, cfg.batch * 2, cfg.workers))
+
+    train_loader, val_loader = loaders()
+    if resuming:
+        epochs = int(state["epochs"])
+        plan = state.get("plan")
+    elif cfg.time_budget > 0:
+        train_s = probe_train_speed(net, train_loader, cfg, device)
+        budget_plan = plan_epochs(cfg.time_budget, time.perf_counter() - started, len(train_set), len(val_set),
+                                  train_s, infer_s or train_s / 3, cfg.epochs)
+        if auto_size:
+            size = size_for_budget(cfg.imgsz, budget_plan.remaining_s * 0.9 / budget_plan.epoch_s, cfg.min_epochs)
+            if size != cfg.imgsz:
+                scale = (size / cfg.imgsz) ** 2
+                log.info("image size %d -> %d so that %d epochs fit the budget", cfg.imgsz, size, cfg.min_epochs)
+                cfg.imgsz = size
+                train_loader, val_loader = loaders()
+                budget_plan = plan_epochs(cfg.time_budget, time.perf_counter() - started, len(train_set),
+                                          len(val_set), train_s * scale, (infer_s or train_s / 3) * scale, cfg.epochs)
+        epochs, plan = budget_plan.epochs, {**budget_plan.to_dict(), "imgsz": cfg.imgsz}
+        log.info("time budget %.0fs: %d fine-tune epoch(s) (%s)", cfg.time_budget, epochs, budget_plan.reason)
+    else:
+        epochs, plan = (10 if cfg.epochs is None else cfg.epochs), None
+    save_config(cfg, files.config)
+    files.write_state({"epochs": epochs, "plan": plan, "history": history, "best_metric": best["metric"],
+                       "infer_s_per_image": infer_s, "auto_size": auto_size})
+
+    deadline = started + cfg.time_budget - (plan or {}).get("reserve_s", 0.0)
+    planned = {"epochs": epochs}
+
+    def on_validated(epoch: int, train_loss: float, metric: float, images_per_s: float, wall_s: float) -> int | None:
+        history.append({"stage": "finetune", "epoch": epoch, "train_loss": train_loss, "val_metric": metric,
+                        "train_images_per_s": images_per_s})
+        save_if_best(metric, "finetune", epoch)
+        new_total = None
+        if cfg.time_budget > 0 and not resuming:  # re-plan from the measured epoch time
+            fits = epoch + max(0, int((deadline - time.perf_counter()) * 0.97 // max(wall_s, 1e-3)))
+            fits = min(fits, cfg.epochs) if cfg.epochs is not None else fits
+            if fits != planned["epochs"]:
+                log.info("re-planned after epoch %d (%.1fs): %d epochs in all", epoch, wall_s, fits)
+                planned["epochs"] = new_total = fits
+        files.write_state({"epochs": planned["epochs"], "plan": plan, "history": history,
+                           "best_metric": best["metric"], "infer_s_per_image": infer_s, "auto_size": auto_size})
+        files.write_history(history)
+        return new_total
+
+    if epochs > 0:
+        net.train()  # Lightning keeps submodules' modes; the head stage left them in eval mode
+        if cfg.channels_last:
+            net.to(memory_format=torch.channels_last)
+        steps_per_epoch = len(train_loader)
+        module = LitClassifier(net, cfg, epochs * steps_per_epoch, steps_per_epoch, score, on_validated)
+        use_gpu = device.startswith("cuda")
+        loggers: list = [CSVLogger(str(files.run), name="logs", version="")]
+        if cfg.tensorboard:
+            from lightning.pytorch.loggers import TensorBoardLogger
+
+            loggers.append(TensorBoardLogger(str(files.run), name="tensorboard", version=""))
+        remaining = deadline - time.perf_counter()
+        trainer = pl.Trainer(
+            max_epochs=epochs, accelerator="gpu" if use_gpu else "cpu", devices=1,
+            precision="16-mixed" if use_gpu and cfg.amp else "32-true", logger=loggers,
+            callbacks=[ModelCheckpoint(dirpath=str(files.weights), filename="last", save_top_k=1, monitor=None,
+                                       enable_version_counter=False)],
+            max_time=timedelta(seconds=max(1.0, remaining)) if cfg.time_budget > 0 and not resuming else None,
+            num_sanity_val_steps=0, enable_model_summary=False, log_every_n_steps=5, default_root_dir=str(files.run),
+        )
+        fit_module = torch.compile(module) if cfg.compile else module
+        trainer.fit(fit_module, train_loader, val_loader, ckpt_path=str(files.last_ckpt) if resuming else None,
+                    weights_only=True)
+    files.write_history(history)
+    return finish(cfg, files, task, meta, val_set, device, history, plan, time.perf_counter() - started)
+
+
+def finish(cfg: RunConfig, files: "RunFiles", task, meta: TaskMeta, val_set: LabelledSet, device: str,
+           history: list[dict], plan: dict | None, seconds: float) -> TrainResult:
+    """Score the best checkpoint on validation, write metrics, predictions, plots and the report."""
+    from .checkpoint import load_weights
+
+    if not files.best.is_file():
+        raise FashionlabError(f"{files.run}: training produced no checkpoint (no epochs ran?)")
+    loaded = load_weights(files.best, device)
+    metrics: dict[str, Any] = {"task": task.name, "metric": task.metric, "train_seconds": round(seconds, 1),
+                               "best": loaded.info}
+    if len(val_set):
+        probs = predict_probs(loaded.net, val_set, loaded.imgsz, loaded.mean, loaded.std, "none",
+                              cfg.batch * 2, cfg.workers, device)
+        metrics.update(task.score(probs, val_set, meta))
+        task.write_predictions(files.predictions / "val.csv", val_set, probs, meta)
+    if meta.tasks == ["class"]:
+        metrics["classes"] = meta.classes[0]
+    write_json(files.metrics, metrics)
+    if plan:
+        write_json(files.run / "plan.json", plan)
+    files.plot(history, task.metric, metrics)
+    return TrainResult(files.run, files.best, metrics)

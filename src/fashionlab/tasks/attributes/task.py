@@ -1,0 +1,137 @@
+"""attributes: FashionAI attribute tags, one softmax head per task on a shared backbone.
+
+Label letters become soft targets: 'y' has mass 1, 'm' (maybe) has mass ``maybe_weight``, 'n' none,
+normalised to sum to one. With ``maybe_weight: 0`` a maybe is ignored; the official metric never
+counts a prediction that lands on an 'm'.
+"""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from ...config import RunConfig
+from ...errors import FashionlabError
+from ...data.images import list_images
+from ..base import LabelledSet, Task, TaskMeta, stratified_split
+from .metric import attributes_map, read_label_csv
+from .submission import write_submission
+
+LABEL_FILE = Path("Annotations") / "label.csv"
+QUESTION_FILES = (Path("Tests") / "question.csv", Path("question.csv"))
+
+
+def value_names(task: str, n_values: int, root: Path | None = None) -> list[str]:
+    """Official FashionAI names when known, names from a CLASSES.md beside the data, else v0..vK."""
+    from ...data.synth.attributes import ATTRIBUTE_TASKS
+
+    names = ATTRIBUTE_TASKS.get(task)
+    if names is None and root is not None and (root / "CLASSES.md").is_file():
+        for line in (root / "CLASSES.md").read_text(encoding="utf-8").splitlines():
+            match = re.match(rf"^{re.escape(task)} letter order:\s*(.+)$", line.strip())
+            if match:
+                names = [n.strip() for n in match.group(1).split(",")]
+    if names is None or len(names) != n_values:
+        names = [f"v{i}" for i in range(n_values)]
+    return list(names)
+
+
+def soft_target(label: str, width: int, maybe_weight: float) -> np.ndarray:
+    mass = np.array([1.0 if c == "y" else maybe_weight if c == "m" else 0.0 for c in label], np.float32)
+    out = np.zeros(width, dtype=np.float32)
+    out[: len(label)] = mass / mass.sum()
+    return out
+
+
+def resolve_label_file(data: Path) -> tuple[Path, Path]:
+    """Accept the release root (holding Annotations/label.csv) or the CSV itself; return (csv, root)."""
+    if data.is_dir():
+        if (data / LABEL_FILE).is_file():
+            return data / LABEL_FILE, data
+        raise FashionlabError(f"{data}: no {LABEL_FILE} (expected the FashionAI layout)")
+    root = data.parent.parent if data.parent.name == "Annotations" else data.parent
+    return data, root
+
+
+class AttributesTask(Task):
+    name = "attributes"
+    metric = "map"
+
+    def _labelled(self, frame: pd.DataFrame, root: Path, meta: TaskMeta, maybe_weight: float) -> LabelledSet:
+        index = {t: i for i, t in enumerate(meta.tasks)}
+        width = max(meta.head_sizes)
+        task_index = np.array([index[t] for t in frame["task"]], dtype=np.int64)
+        targets = np.stack([soft_target(lab, width, maybe_weight) for lab in frame["label"]]) \
+            if len(frame) else np.zeros((0, width), np.float32)
+        return LabelledSet([root / p for p in frame["path"]], task_index, targets, list(frame["path"]),
+                           {"task": list(frame["task"]), "label": list(frame["label"])})
+
+    def load_train(self, cfg: RunConfig) -> tuple[LabelledSet, LabelledSet, TaskMeta]:
+        csv, root = resolve_label_file(Path(cfg.data))
+        frame = read_label_csv(csv)
+        tasks = sorted(frame["task"].unique())
+        sizes = {t: len(frame.loc[frame["task"] == t, "label"].iloc[0]) for t in tasks}
+        meta = TaskMeta(tasks, [value_names(t, sizes[t], root) for t in tasks])
+        full = self._labelled(frame, root, meta, cfg.maybe_weight)
+        if cfg.val_data:
+            v_csv, v_root = resolve_label_file(Path(cfg.val_data))
+            known = {t: sizes[t] for t in tasks}
+            val_frame = read_label_csv(v_csv, known_tasks=known)
+            return full, self._labelled(val_frame, v_root, meta, cfg.maybe_weight), meta
+        strata = [f"{t}:{lab.find('y')}" for t, lab in zip(frame["task"], frame["label"])]
+        train_idx, val_idx = stratified_split(strata, cfg.val_fraction, cfg.seed)
+        return full.subset(train_idx), full.subset(val_idx), meta
+
+    def score(self, probs: list[np.ndarray], data: LabelledSet, meta: TaskMeta) -> dict[str, Any]:
+        rows = list(zip(data.extra["task"], data.extra["label"], probs))
+        return attributes_map(rows)
+
+    def load_source(self, source: Path, meta: TaskMeta) -> LabelledSet:
+        """A label/question CSV (``path,task[,...]``), a release root holding one, or ``Images/<task>/``."""
+        known = set(meta.tasks)
+        if source.is_dir():
+            for rel in (LABEL_FILE, *QUESTION_FILES):
+                if (source / rel).is_file():
+                    return self.load_source(source / rel, meta)
+            images = source / "Images" if (source / "Images").is_dir() else source
+            rows = [(p.relative_to(source).as_posix(), p.parent.name) for p in list_images(images)]
+            rows = [r for r in rows if r[1] in known]
+            if not rows:
+                raise FashionlabError(f"{source}: no images under Images/<task>/ for tasks {sorted(known)}")
+            root = source
+        else:
+            root = source.parent.parent if source.parent.name in ("Annotations", "Tests") else source.parent
+            rows = _read_questions(source)
+        frame = pd.DataFrame(rows, columns=["path", "task"])
+        bad = frame.loc[~frame["task"].isin(known)]
+        if len(bad):
+            line = int(bad.index[0]) + 1
+            raise FashionlabError(f"{source} line {line}: task '{bad['task'].iloc[0]}' is not one this model knows "
+                                  f"({', '.join(meta.tasks)})")
+        width = max(meta.head_sizes)
+        index = {t: i for i, t in enumerate(meta.tasks)}
+        return LabelledSet([root / p for p in frame["path"]], np.array([index[t] for t in frame["task"]]),
+                           np.zeros((len(frame), width), np.float32), list(frame["path"]),
+                           {"task": list(frame["task"])})
+
+    def write_predictions(self, out: Path, data: LabelledSet, probs: list[np.ndarray], meta: TaskMeta) -> Path:
+        return write_submission(out, data.keys, data.extra["task"], probs)
+
+
+def _read_questions(path: Path) -> list[tuple[str, str]]:
+    if not path.is_file():
+        raise FashionlabError(f"{path}: no such file")
+    rows: list[tuple[str, str]] = []
+    for line_no, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        cells = line.split(",")
+        if len(cells) < 2 or not cells[0] or not cells[1]:
+            raise FashionlabError(f"{path} line {line_no}: expected path,task[,...]")
+        rows.append((cells[0].strip(), cells[1].strip()))
+    if not rows:
+        raise FashionlabError(f"{path}: no rows")
+    return rows

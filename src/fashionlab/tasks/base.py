@@ -1,0 +1,99 @@
+"""What a classification-style task tells the engine: its data, its heads, its metric, its writer.
+
+``attributes`` (several softmax heads, one per FashionAI task) and ``classify`` (one head) share this
+base: a sample is (image, task index, soft target over that task's values), so one masked loss serves
+both. A new task subclasses ``Task`` and overrides a few small hooks, as in Ultralytics.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+
+from ..config import RunConfig
+
+
+@dataclass
+class LabelledSet:
+    """Images with their task index and soft target (padded to the widest head)."""
+
+    paths: list[Path]
+    task_index: np.ndarray  # int64 [N]
+    targets: np.ndarray  # float32 [N, L_max], rows sum to 1 over the task's values
+    keys: list[str] = field(default_factory=list)  # how the image is named in outputs (path as found)
+    extra: dict[str, list[Any]] = field(default_factory=dict)  # task-specific columns (e.g. label strings)
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def subset(self, index: np.ndarray | list[int]) -> "LabelledSet":
+        idx = np.asarray(index, dtype=np.int64)
+        return LabelledSet(
+            [self.paths[i] for i in idx], self.task_index[idx], self.targets[idx],
+            [self.keys[i] for i in idx] if self.keys else [],
+            {k: [v[i] for i in idx] for k, v in self.extra.items()},
+        )
+
+
+@dataclass
+class TaskMeta:
+    """What a checkpoint must remember to rebuild the heads and name the outputs."""
+
+    tasks: list[str]
+    classes: list[list[str]]  # value names per task, in output order
+
+    @property
+    def head_sizes(self) -> list[int]:
+        return [len(c) for c in self.classes]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"tasks": list(self.tasks), "classes": [list(c) for c in self.classes]}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "TaskMeta":
+        return cls(list(data["tasks"]), [list(c) for c in data["classes"]])
+
+
+class Task:
+    """Base class: subclasses fill in reading, scoring and writing."""
+
+    name: ClassVar[str] = ""
+    metric: ClassVar[str] = ""  # the validation metric that picks the best checkpoint (higher is better)
+
+    def load_train(self, cfg: RunConfig) -> tuple[LabelledSet, LabelledSet, TaskMeta]:
+        raise NotImplementedError
+
+    def score(self, probs: list[np.ndarray], data: LabelledSet, meta: TaskMeta) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def load_source(self, source: Path, meta: TaskMeta) -> LabelledSet:
+        """Unlabelled (or labelled) images to predict; targets may be zeros."""
+        raise NotImplementedError
+
+    def write_predictions(self, out: Path, data: LabelledSet, probs: list[np.ndarray], meta: TaskMeta) -> Path:
+        raise NotImplementedError
+
+
+def one_hot_targets(task_index: np.ndarray, labels: np.ndarray, width: int) -> np.ndarray:
+    targets = np.zeros((len(labels), width), dtype=np.float32)
+    targets[np.arange(len(labels)), labels] = 1.0
+    return targets
+
+
+def stratified_split(strata: list[str], val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Deterministic split keeping each stratum's share; strata too small to split stay in train."""
+    rng = np.random.default_rng(seed)
+    train: list[int] = []
+    val: list[int] = []
+    by_stratum: dict[str, list[int]] = {}
+    for i, s in enumerate(strata):
+        by_stratum.setdefault(s, []).append(i)
+    for key in sorted(by_stratum):
+        idx = np.array(by_stratum[key])
+        rng.shuffle(idx)
+        n_val = int(round(len(idx) * val_fraction)) if len(idx) > 1 else 0
+        val.extend(idx[:n_val].tolist())
+        train.extend(idx[n_val:].tolist())
+    return np.array(sorted(train), dtype=np.int64), np.array(sorted(val), dtype=np.int64)

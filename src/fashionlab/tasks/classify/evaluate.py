@@ -1,0 +1,39 @@
+"""``evaluate classify``: a prediction CSV (image,label,score) against a truth CSV (image,label)."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from ...errors import FashionlabError
+from .metric import classification_report
+
+
+def _read(path: Path, columns: list[str]) -> pd.DataFrame:
+    try:
+        frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise FashionlabError(f"{path}: cannot parse CSV ({exc})") from None
+    missing = [c for c in columns if c not in frame.columns]
+    if missing:
+        raise FashionlabError(f"{path} line 1: missing column(s) {missing}; header is {list(frame.columns)}")
+    dup = frame["image"].duplicated()
+    if dup.any():
+        raise FashionlabError(f"{path} line {int(np.argmax(dup.values)) + 2}: duplicate image '{frame['image'][dup].iloc[0]}'")
+    return frame
+
+
+def evaluate_classify_files(pred: Path, truth: Path) -> dict[str, Any]:
+    p, t = _read(pred, ["image", "label"]), _read(truth, ["image", "label"])
+    merged = t.merge(p[["image", "label"]], on="image", how="left", suffixes=("", "_pred"), indicator=True)
+    absent = merged["_merge"] == "left_only"
+    if absent.any():
+        row = int(np.argmax(absent.values))
+        raise FashionlabError(f"{truth} line {row + 2}: image '{merged['image'].iloc[row]}' has no prediction in {pred}")
+    classes = sorted(set(t["label"]) | set(p["label"]))
+    index = {c: i for i, c in enumerate(classes)}
+    report = classification_report(merged["label"].map(index).to_numpy(), merged["label_pred"].map(index).to_numpy(),
+                                   classes)
+    return {**report, "classes": classes, "n_images": int(len(merged))}

@@ -1,0 +1,97 @@
+"""End-to-end engine tests on tiny generated data with timm's tiny test model."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+
+from fashionlab import api
+from fashionlab.engine.checkpoint import load_weights
+from fashionlab.errors import FashionlabError
+
+from .conftest import TINY
+
+
+def test_classify_train_predict_evaluate(class_folders: Path, tmp_path: Path) -> None:
+    result = api.train("classify", data=str(class_folders), out=str(tmp_path / "run"), epochs=1, **TINY)
+    best = result.run / "weights" / "best.pt"
+    assert best.is_file()
+    payload = torch.load(best, map_location="cpu", weights_only=True)  # safe format
+    assert payload["meta"]["classes"] == [["blue", "green", "red"]]
+    metrics = json.loads((result.run / "metrics.json").read_text())
+    assert 0.0 <= metrics["accuracy"] <= 1.0
+    assert metrics["accuracy"] == pytest.approx(metrics["best"]["value"])  # final eval reproduces the best score
+    for name in ("config.yaml", "history.csv", "data.json", "predictions/val.csv"):
+        assert (result.run / name).is_file(), name
+    out = api.predict("classify", best, class_folders, tmp_path / "pred.csv")
+    frame = pd.read_csv(out)
+    assert list(frame.columns) == ["image", "label", "score"]
+    assert len(frame) == 30 and frame["image"].iloc[0].count("/") == 1  # path as found under DIR
+    assert set(frame["label"]) <= {"red", "green", "blue"}
+
+
+def test_resolved_config_saved_and_validated(class_folders: Path, tmp_path: Path) -> None:
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text("lr: 0.01\nschedule: cosine\n")
+    result = api.train("classify", cfg, data=str(class_folders), out=str(tmp_path / "run"), epochs=0, **TINY)
+    saved = (result.run / "config.yaml").read_text()
+    assert "schedule: cosine" in saved and "lr: 0.01" in saved
+    cfg.write_text("lrr: 0.01\n")
+    with pytest.raises(FashionlabError, match="lrr: unknown option"):
+        api.train("classify", cfg, data=str(class_folders), out=str(tmp_path / "run2"))
+    with pytest.raises(FashionlabError, match="schedule"):
+        api.train("classify", data=str(class_folders), schedule="linear")
+
+
+def test_resume_continues_from_last_checkpoint(class_folders: Path, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    api.train("classify", data=str(class_folders), out=str(run), epochs=1, **TINY)
+    state = json.loads((run / "state.json").read_text())
+    assert state["epochs"] == 1
+    state["epochs"] = 2  # as if the run had been killed after its first of two epochs
+    (run / "state.json").write_text(json.dumps(state))
+    api.train("classify", resume=run)
+    history = pd.read_csv(run / "history.csv")
+    finetune = history[history["stage"] == "finetune"]
+    assert finetune["epoch"].tolist() == [1, 2]  # epoch 1 not repeated, epoch 2 trained
+    assert (history["stage"] == "head").sum() == TINY["head_epochs"]  # head stage not re-run
+
+
+def test_time_budget_plans_and_leaves_best(class_folders: Path, tmp_path: Path) -> None:
+    result = api.train("classify", data=str(class_folders), out=str(tmp_path / "run"), time_budget=30, **TINY)
+    plan = json.loads((result.run / "plan.json").read_text())
+    assert plan["epochs"] >= 1 and plan["train_s_per_image"] > 0
+    assert result.metrics["train_seconds"] < 30 + 15
+    load_weights(result.best)
+
+
+def test_attributes_end_to_end(attributes_release: Path, tmp_path: Path) -> None:
+    result = api.train("attributes", data=str(attributes_release), out=str(tmp_path / "run"), epochs=1, **TINY)
+    loaded = load_weights(result.best)
+    assert loaded.meta.tasks == ["bright_labels", "colour_labels"]
+    assert loaded.meta.head_sizes == [2, 3]
+    label = attributes_release / "Annotations" / "label.csv"
+    sub = api.predict("attributes", result.best, label, tmp_path / "sub.csv", tta="10crop")
+    lines = sub.read_text().splitlines()
+    assert len(lines) == 30
+    path, task, probs = lines[0].split(",")
+    values = probs.split(";")
+    assert len(values) == (3 if task == "colour_labels" else 2)
+    assert all(len(v.split(".")[1]) == 8 for v in values)
+    assert sum(map(float, values)) == pytest.approx(1.0, abs=1e-6)
+    scores = api.evaluate("attributes", sub, label)
+    assert set(scores) >= {"map", "accuracy", "per_task"}
+
+
+def test_unknown_model_and_bad_weights(class_folders: Path, tmp_path: Path) -> None:
+    with pytest.raises(FashionlabError, match="unknown model 'resnet5'"):
+        api.train("classify", data=str(class_folders), out=str(tmp_path / "r"), **{**TINY, "model": "resnet5"})
+    bogus = tmp_path / "w.pt"
+    bogus.write_bytes(b"not a checkpoint")
+    with pytest.raises(FashionlabError, match="cannot read weights"):
+        api.train("classify", data=str(class_folders), out=str(tmp_path / "r"), **{**TINY, "pretrained": str(bogus)})
+    with pytest.raises(FashionlabError, match="not a fashionlab weights file"):
+        api.predict("classify", bogus, class_folders, tmp_path / "p.csv")

@@ -22,39 +22,32 @@ def train(task: str, config: str | Path | None = None, resume: str | Path | None
 
     ``resume=RUN`` continues a killed run from ``RUN/weights/last.ckpt`` with ``RUN/config.yaml``.
     """
-    from .engine.trainer import train as run_training
-
     if resume is not None:
         config = Path(resume) / "config.yaml"
         if not config.is_file():
             raise FashionlabError(f"{resume}: not a run folder (no config.yaml) — nothing to resume")
         overrides = {**overrides, "out": str(resume)}
-    cfg = load_config(config, task=task, **overrides)
+    from .tasks import get_task
+
+    task_obj = get_task(task)
+    cfg = load_config(config, cls=task_obj.config_class, task=task, **overrides)
     if cfg.task != task:
         raise FashionlabError(f"{config}: config is for task '{cfg.task}', not '{task}'")
     if not cfg.data:
         raise FashionlabError("no training data: pass --data PATH or set data: in the config")
-    return run_training(cfg, resume=resume is not None)
+    return task_obj.fit(cfg, resume=resume is not None)
 
 
 def predict(task: str, weights: str | Path, source: str | Path, out: str | Path, tta: str = "none",
             batch: int = 64, workers: int = 2, device: str = "auto") -> Path:
-    """Predict every image of ``source``; writes the task's own prediction/submission CSV to ``out``."""
-    from .data.images import check_images
-    from .engine.checkpoint import load_weights
-    from .engine.predictor import predict_probs
-    from .engine.trainer import resolve_device
+    """Predict every image of ``source``; writes the task's own prediction/submission CSV to ``out``.
+
+    ``weights``: a best.pt, a run folder, or a folder of runs (per-task models; several runs of the
+    same task are averaged).
+    """
     from .tasks import get_task
 
-    device = resolve_device(device)
-    loaded = load_weights(weights, device)
-    if loaded.task != task:
-        raise FashionlabError(f"{weights}: weights are for task '{loaded.task}', not '{task}'")
-    task_obj = get_task(task)
-    data = task_obj.load_source(Path(source), loaded.meta)
-    data = data.subset(check_images(data.paths, skip_bad=False))
-    probs = predict_probs(loaded.net, data, loaded.imgsz, loaded.mean, loaded.std, tta, batch, workers, device)
-    return task_obj.write_predictions(Path(out), data, probs, loaded.meta)
+    return get_task(task).predict_files(Path(weights), Path(source), Path(out), tta, batch, workers, device)
 
 
 def evaluate(task: str, pred: str | Path, truth: str | Path, **kwargs: Any) -> dict[str, Any]:

@@ -65,10 +65,11 @@ def train(
     overrides = dict(data=data, out=out, model=model, pretrained=pretrained, imgsz=imgsz, epochs=epochs, batch=batch,
                      lr=lr, time_budget=time_budget, val_data=val_data, device=device, workers=workers, seed=seed,
                      skip_bad=skip_bad or None, **parse_set(set_))
-    result = api.train(task, config, resume=resume, **overrides)
-    metric = result.metrics.get(result.metrics.get("metric", ""), None)
-    console.print(f"[green]done[/]: best weights {result.best}; val {result.metrics.get('metric')} = {metric}")
-    console.print(f"run folder: {result.run}")
+    results = api.train(task, config, resume=resume, **overrides)
+    for result in results if isinstance(results, list) else [results]:
+        metric = result.metrics.get(result.metrics.get("metric", ""), None)
+        console.print(f"[green]done[/]: best weights {result.best}; val {result.metrics.get('metric')} = {metric}")
+        console.print(f"run folder: {result.run}")
 
 
 @app.command()

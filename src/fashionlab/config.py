@@ -33,7 +33,7 @@ class RunConfig(BaseModel):
     # optimisation
     optimizer: Literal["sgd", "adamw"] = "adamw"
     lr: float = Field(1e-3, gt=0)
-    backbone_lr_mult: float = Field(0.3, gt=0, le=1.0)
+    backbone_lr_mult: float = Field(1.0, gt=0, le=1.0)
     weight_decay: float = Field(1e-4, ge=0)
     momentum: float = Field(0.9, ge=0, lt=1)
     schedule: Literal["cosine", "onecycle", "step", "constant"] = "onecycle"
@@ -43,7 +43,7 @@ class RunConfig(BaseModel):
     head_epochs: int = Field(30, ge=0)  # stage 1: head only, backbone frozen (on cached features)
     head_lr: float = Field(3e-3, gt=0)
     time_budget: float = Field(0.0, ge=0)  # seconds; 0 = no budget, run `epochs`
-    min_epochs: int = Field(4, ge=1)  # with a budget and auto imgsz: shrink images until this many fit
+    min_epochs: int = Field(6, ge=1)  # with a budget and auto imgsz: shrink images until this many fit
     label_smoothing: float = Field(0.1, ge=0, lt=1)
     hflip: float = Field(0.5, ge=0, le=1)
     scale_min: float = Field(0.5, gt=0, le=1)  # RandomResizedCrop area lower bound
@@ -57,7 +57,8 @@ class RunConfig(BaseModel):
     patience: int = Field(0, ge=0)  # early stopping on the val metric; 0 = off
     # attributes
     maybe_weight: float = Field(0.5, ge=0, le=1)  # target mass of an 'm' letter relative to 'y'
-    multitask: bool = True
+    multitask: bool = True  # false: one model per attribute task, in RUN/<task>/
+    tasks: list[str] = Field(default_factory=list)  # attributes: train only these tasks (default all)
 
     @field_validator("data")
     @classmethod
@@ -67,12 +68,12 @@ class RunConfig(BaseModel):
         return value
 
 
-def _format_validation(err: ValidationError, source: str) -> str:
+def _format_validation(err: ValidationError, source: str, cls: type[RunConfig] = RunConfig) -> str:
     first = err.errors()[0]
     where = ".".join(str(p) for p in first["loc"]) or "config"
     msg = first["msg"]
     if first["type"] == "extra_forbidden":
-        known = ", ".join(sorted(RunConfig.model_fields))
+        known = ", ".join(sorted(cls.model_fields))
         msg = f"unknown option; known options: {known}"
     return f"{source}: {where}: {msg}"
 
@@ -88,8 +89,11 @@ def parse_set(items: list[str]) -> dict[str, Any]:
     return out
 
 
-def load_config(path: str | Path | None = None, **overrides: Any) -> RunConfig:
-    """Merge a YAML file with overrides (None values are ignored) and validate the result."""
+def load_config(path: str | Path | None = None, cls: type[RunConfig] = RunConfig, **overrides: Any) -> RunConfig:
+    """Merge a YAML file with overrides (None values are ignored) and validate the result as ``cls``.
+
+    A task with options of its own declares a subclass of RunConfig (``Task.config_class``).
+    """
     values: dict[str, Any] = {}
     source = "config"
     if path:
@@ -105,9 +109,9 @@ def load_config(path: str | Path | None = None, **overrides: Any) -> RunConfig:
         values.update(loaded or {})
     values.update({k: v for k, v in overrides.items() if v is not None})
     try:
-        return RunConfig(**values)
+        return cls(**values)
     except ValidationError as err:
-        raise FashionlabError(_format_validation(err, source)) from None
+        raise FashionlabError(_format_validation(err, source, cls)) from None
 
 
 def save_config(cfg: RunConfig, path: Path) -> None:

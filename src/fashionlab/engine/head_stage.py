@@ -35,7 +35,10 @@ def extract_features(net: ClassifierNet, data: LabelledSet, imgsz: int, mean, st
                      device: str) -> torch.Tensor:
     dataset = ImageDataset(data.paths, list(range(len(data))), eval_transform(imgsz, mean, std))
     net.backbone.eval().to(device)
-    chunks = [net.backbone(images.to(device)).float().cpu() for images, _ in make_loader(dataset, batch, workers)]
+    fmt = torch.channels_last if next(net.backbone.parameters()).is_contiguous(memory_format=torch.channels_last) \
+        else torch.contiguous_format
+    chunks = [net.backbone(images.to(device).contiguous(memory_format=fmt)).float().cpu()
+              for images, _ in make_loader(dataset, batch, workers)]
     return torch.cat(chunks) if chunks else torch.zeros(0, net.head.heads[0].in_features)
 
 

@@ -90,11 +90,11 @@ def train(cfg: RunConfig, resume: bool = False) -> TrainResult:
 
     pl.seed_everything(cfg.seed, verbose=False)
     task = get_task(cfg.task)
+    train_set, val_set, meta = task.load_train(cfg)  # before creating RUN: bad data leaves no folder behind
     files = RunFiles(Path(cfg.out))
     files.prepare()
     state = files.read_state() if resume else {}
     save_config(cfg, files.config)
-    train_set, val_set, meta = task.load_train(cfg)
     train_set = train_set.subset(check_images(train_set.paths, cfg.skip_bad))
     val_set = val_set.subset(check_images(val_set.paths, cfg.skip_bad))
     if len(train_set) == 0:
@@ -109,6 +109,8 @@ def train(cfg: RunConfig, resume: bool = False) -> TrainResult:
     backbone = create_backbone(cfg.model, cfg.pretrained, cfg.drop_rate)
     log.info("backbone %s, weights: %s", cfg.model, backbone.weights)
     net = ClassifierNet(backbone.model, backbone.num_features, meta.head_sizes)
+    if cfg.channels_last:  # measured on 2 CPU cores: 37.5 vs 21.5 train img/s for efficientnet_lite0 at 112 px
+        net.to(memory_format=torch.channels_last)
     mean, std = backbone.mean, backbone.std
 
     def score(probs: list[np.ndarray]) -> float:
@@ -178,7 +180,8 @@ def train(cfg: RunConfig, resume: bool = False) -> TrainResult:
         if cfg.time_budget > 0 and not resuming:  # re-plan from the measured epoch time
             fits = epoch + max(0, int((deadline - time.perf_counter()) * 0.97 // max(wall_s, 1e-3)))
             fits = min(fits, cfg.epochs) if cfg.epochs is not None else fits
-            if fits != planned["epochs"]:
+            # extend only early (a stable LR schedule); shrink whenever the plan would overrun the budget
+            if fits < planned["epochs"] or (epoch <= 2 and fits > planned["epochs"]):
                 log.info("re-planned after epoch %d (%.1fs): %d epochs in all", epoch, wall_s, fits)
                 planned["epochs"] = new_total = fits
         files.write_state({"epochs": planned["epochs"], "plan": plan, "history": history,
@@ -188,8 +191,6 @@ def train(cfg: RunConfig, resume: bool = False) -> TrainResult:
 
     if epochs > 0:
         net.train()  # Lightning keeps submodules' modes; the head stage left them in eval mode
-        if cfg.channels_last:
-            net.to(memory_format=torch.channels_last)
         steps_per_epoch = len(train_loader)
         module = LitClassifier(net, cfg, epochs * steps_per_epoch, steps_per_epoch, score, on_validated)
         use_gpu = device.startswith("cuda")
@@ -199,11 +200,16 @@ def train(cfg: RunConfig, resume: bool = False) -> TrainResult:
 
             loggers.append(TensorBoardLogger(str(files.run), name="tensorboard", version=""))
         remaining = deadline - time.perf_counter()
+        callbacks: list = [ModelCheckpoint(dirpath=str(files.weights), filename="last", save_top_k=1, monitor=None,
+                                           enable_version_counter=False)]
+        if cfg.patience > 0:
+            from lightning.pytorch.callbacks import EarlyStopping
+
+            callbacks.append(EarlyStopping(monitor="val_metric", mode="max", patience=cfg.patience))
         trainer = pl.Trainer(
             max_epochs=epochs, accelerator="gpu" if use_gpu else "cpu", devices=1,
             precision="16-mixed" if use_gpu and cfg.amp else "32-true", logger=loggers,
-            callbacks=[ModelCheckpoint(dirpath=str(files.weights), filename="last", save_top_k=1, monitor=None,
-                                       enable_version_counter=False)],
+            callbacks=callbacks,
             max_time=timedelta(seconds=max(1.0, remaining)) if cfg.time_budget > 0 and not resuming else None,
             num_sanity_val_steps=0, enable_model_summary=False, log_every_n_steps=5, default_root_dir=str(files.run),
         )

@@ -9,12 +9,18 @@ from .base import Task
 TASKS: dict[str, str] = {
     "attributes": "fashionlab.tasks.attributes.task:AttributesTask",
     "classify": "fashionlab.tasks.classify.task:ClassifyTask",
+    "keypoints": "fashionlab.tasks.keypoints.task:KeypointsTask",
+    "retrieval": "fashionlab.tasks.retrieval.task:RetrievalTask",
 }
-EVALUATE_ONLY = ("styles", "retrieval", "keypoints")
 
 
 def get_task(name: str) -> Task:
     if name not in TASKS:
-        raise FashionlabError(f"unknown task '{name}'; trainable tasks: {', '.join(TASKS)}")
+        raise FashionlabError(f"unknown task '{name}'; tasks: {', '.join(TASKS)}")
     module, cls = TASKS[name].split(":")
-    return getattr(importlib.import_module(module), cls)()
+    try:
+        return getattr(importlib.import_module(module), cls)()
+    except ModuleNotFoundError as exc:
+        if exc.name and exc.name.startswith("fashionlab"):
+            raise FashionlabError(f"task '{name}' can be evaluated but not trained yet") from None
+        raise

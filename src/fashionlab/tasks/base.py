@@ -57,10 +57,30 @@ class TaskMeta:
 
 
 class Task:
-    """Base class: subclasses fill in reading, scoring and writing."""
+    """Base class: subclasses fill in reading, scoring and writing.
+
+    Classification-style tasks (one or several softmax heads) only override the hooks below and run
+    on the shared engine. A task whose model or targets differ (keypoints, retrieval) sets
+    ``config_class`` to a RunConfig subclass with its own options and overrides ``fit`` and
+    ``predict_files``; the CLI verbs reach it through the same calls.
+    """
 
     name: ClassVar[str] = ""
     metric: ClassVar[str] = ""  # the validation metric that picks the best checkpoint (higher is better)
+    config_class: ClassVar[type[RunConfig]] = RunConfig
+
+    def fit(self, cfg: RunConfig, resume: bool = False) -> Any:
+        """Train; returns an object with ``run``, ``best`` (weights path) and ``metrics``."""
+        from ..engine.trainer import train
+
+        return train(cfg, resume=resume)
+
+    def predict_files(self, weights: Path, source: Path, out: Path, tta: str = "none", batch: int = 64,
+                      workers: int = 2, device: str = "auto") -> Path:
+        """Predict ``source`` with ``weights`` and write the task's prediction file ``out``."""
+        from ..engine.classifier_predict import predict_classifier
+
+        return predict_classifier(self, weights, source, out, tta, batch, workers, device)
 
     def load_train(self, cfg: RunConfig) -> tuple[LabelledSet, LabelledSet, TaskMeta]:
         raise NotImplementedError

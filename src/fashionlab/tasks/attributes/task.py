@@ -60,6 +60,15 @@ class AttributesTask(Task):
     name = "attributes"
     metric = "map"
 
+    def fit(self, cfg: RunConfig, resume: bool = False) -> Any:
+        """``multitask: false`` trains one model per task in RUN/<task>/ (predict/submit accept RUN)."""
+        if cfg.multitask or resume:
+            return super().fit(cfg, resume)
+        tasks = cfg.tasks or sorted(read_label_csv(resolve_label_file(Path(cfg.data))[0])["task"].unique())
+        budget = cfg.time_budget / len(tasks)
+        return [super(AttributesTask, self).fit(cfg.model_copy(update={
+            "tasks": [t], "out": str(Path(cfg.out) / t), "time_budget": budget, "multitask": True})) for t in tasks]
+
     def _labelled(self, frame: pd.DataFrame, root: Path, meta: TaskMeta, maybe_weight: float) -> LabelledSet:
         index = {t: i for i, t in enumerate(meta.tasks)}
         width = max(meta.head_sizes)
@@ -72,6 +81,11 @@ class AttributesTask(Task):
     def load_train(self, cfg: RunConfig) -> tuple[LabelledSet, LabelledSet, TaskMeta]:
         csv, root = resolve_label_file(Path(cfg.data))
         frame = read_label_csv(csv)
+        if cfg.tasks:
+            unknown = sorted(set(cfg.tasks) - set(frame["task"]))
+            if unknown:
+                raise FashionlabError(f"{csv}: tasks {unknown} not in the labels ({sorted(frame['task'].unique())})")
+            frame = frame[frame["task"].isin(cfg.tasks)].reset_index(drop=True)
         tasks = sorted(frame["task"].unique())
         sizes = {t: len(frame.loc[frame["task"] == t, "label"].iloc[0]) for t in tasks}
         meta = TaskMeta(tasks, [value_names(t, sizes[t], root) for t in tasks])

@@ -1,0 +1,61 @@
+"""Prediction for classification-style tasks, from one model or several (per-task models, ensembles)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from ..data.images import check_images
+from ..errors import FashionlabError
+from ..tasks.base import Task, TaskMeta
+from .checkpoint import load_weights
+from .predictor import predict_probs
+from .trainer import resolve_device
+
+
+def predict_classifier(task: Task, weights: Path, source: Path, out: Path, tta: str, batch: int, workers: int,
+                       device: str) -> Path:
+    device = resolve_device(device)
+    files = weights_files(weights)
+    models = [load_weights(w, device) for w in files]
+    for w, m in zip(files, models):
+        if m.task != task.name:
+            raise FashionlabError(f"{w}: weights are for task '{m.task}', not '{task.name}'")
+    meta = merge_meta([m.meta for m in models], weights)
+    data = task.load_source(source, meta)
+    data = data.subset(check_images(data.paths, skip_bad=False))
+    sums: list = [None] * len(data)
+    counts = [0] * len(data)
+    for m in models:  # each model predicts the rows of the tasks it knows; overlapping models are averaged
+        rows = [i for i, t in enumerate(data.task_index) if meta.tasks[t] in m.meta.tasks]
+        part = data.subset(rows)
+        part.task_index = np.array([m.meta.tasks.index(meta.tasks[t]) for t in part.task_index], dtype=np.int64)
+        for i, p in zip(rows, predict_probs(m.net, part, m.imgsz, m.mean, m.std, tta, batch, workers, device)):
+            sums[i] = p if sums[i] is None else sums[i] + p
+            counts[i] += 1
+    missing = [data.keys[i] for i, c in enumerate(counts) if c == 0]
+    if missing:
+        raise FashionlabError(f"{source}: no model for the task of '{missing[0]}'")
+    return task.write_predictions(out, data, [s / c for s, c in zip(sums, counts)], meta)
+
+
+def weights_files(weights: str | Path) -> list[Path]:
+    """A best.pt file, a run folder, or a folder of run folders (per-task models, an ensemble)."""
+    path = Path(weights)
+    if path.is_file():
+        return [path]
+    found = [path / "weights" / "best.pt"] if (path / "weights" / "best.pt").is_file() else \
+        sorted(path.glob("*/weights/best.pt"))
+    if not found:
+        raise FashionlabError(f"{weights}: no weights file (expected best.pt, RUN/weights/best.pt or RUN/*/weights/best.pt)")
+    return found
+
+
+def merge_meta(metas: list, source: str | Path):
+    """The union of several models' tasks; a task's classes must agree between models."""
+    classes: dict[str, list[str]] = {}
+    for meta in metas:
+        for task, names in zip(meta.tasks, meta.classes):
+            if classes.setdefault(task, names) != names:
+                raise FashionlabError(f"{source}: models disagree on the values of '{task}'")
+    return TaskMeta(list(classes), list(classes.values()))

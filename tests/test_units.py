@@ -1,0 +1,85 @@
+"""Pure pieces: config merging, LR schedules, the budget planner, image-size choice, the masked loss."""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from fashionlab.config import load_config, parse_set
+from fashionlab.engine.budget import plan_epochs
+from fashionlab.engine.image_size import size_for_budget, size_for_photos
+from fashionlab.engine.schedules import lr_lambda
+from fashionlab.errors import FashionlabError
+from fashionlab.models.net import MASK_VALUE, MultiHead, soft_cross_entropy
+from fashionlab.tasks.attributes.task import soft_target
+from fashionlab.tasks.base import stratified_split
+
+
+def test_config_precedence_and_errors(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text("lr: 0.01\nbatch: 16\n")
+    cfg = load_config(path, batch=8, **parse_set(["schedule=cosine", "hflip=0.0"]))
+    assert (cfg.lr, cfg.batch, cfg.schedule, cfg.hflip) == (0.01, 8, "cosine", 0.0)
+    with pytest.raises(FashionlabError, match=r"c.yaml: batch: Input should be greater than or equal to 1"):
+        path.write_text("batch: 0\n")
+        load_config(path)
+    with pytest.raises(FashionlabError, match="expected key=value"):
+        parse_set(["lr"])
+    with pytest.raises(FashionlabError, match="not valid YAML"):
+        path.write_text("lr: [1,\n")
+        load_config(path)
+    with pytest.raises(FashionlabError, match="data path 'nowhere' does not exist"):
+        load_config(None, data="nowhere")
+
+
+def test_schedules_hand_computed() -> None:
+    cos = lr_lambda("cosine", total_steps=10, warmup_steps=2)
+    assert cos(0) == pytest.approx(0.5) and cos(1) == pytest.approx(1.0)  # linear warm-up (step+1)/2
+    assert cos(2) == pytest.approx(1.0) and cos(7) == pytest.approx(0.5 * (1 + math.cos(math.pi * 5 / 8)))
+    step = lr_lambda("step", total_steps=100, step_every=10)
+    assert (step(9), step(10), step(25)) == (1.0, pytest.approx(0.1), pytest.approx(0.01))
+    one = lr_lambda("onecycle", total_steps=8, pct_start=0.25)  # rise over 2 steps
+    assert one(0) == pytest.approx(0.04) and one(1) == pytest.approx(0.52) and one(2) == pytest.approx(1.0)
+    assert one(8) == pytest.approx(1e-3)
+    assert lr_lambda("onecycle", total_steps=1)(0) == pytest.approx(0.04)  # tiny runs do not divide by zero
+
+
+def test_budget_plan_arithmetic() -> None:
+    # 100 s budget, 10 s spent; reserve = 20*0.1 + 5 = 7 s -> 83 s left; epoch = 50*0.5 + 20*0.1 = 27 s
+    plan = plan_epochs(100, 10, n_train=50, n_val=20, train_s_per_image=0.5, infer_s_per_image=0.1, safety=1.0)
+    assert (plan.remaining_s, plan.epoch_s, plan.epochs) == (pytest.approx(83), pytest.approx(27), 3)
+    assert plan_epochs(100, 10, 50, 20, 0.5, 0.1, max_epochs=2).epochs == 2
+    assert plan_epochs(10, 10, 50, 20, 0.5, 0.1).epochs == 0
+
+
+def test_image_size_choice() -> None:
+    assert size_for_photos(112) == 160 and size_for_photos(256) == 224 and size_for_photos(192) == 192
+    # 2 epochs fit at 224: at 192 -> 2*(224/192)^2 = 2.72, at 160 -> 3.92 epochs
+    assert size_for_budget(224, 2.0, 3) == 160 and size_for_budget(224, 2.0, 2) == 192
+    assert size_for_budget(224, 10.0, 4) == 224
+    assert size_for_budget(224, 0.1, 4) == 96
+
+
+def test_soft_target_and_masked_loss() -> None:
+    assert soft_target("nmyn", 5, 0.5).tolist() == pytest.approx([0, 1 / 3, 2 / 3, 0, 0])
+    assert soft_target("nmyn", 4, 0.0).tolist() == [0, 0, 1, 0]
+    head = MultiHead(4, [2, 3])
+    logits = head(torch.randn(3, 4), torch.tensor([0, 1, 0]))
+    assert logits.shape == (3, 3) and logits[0, 2] <= MASK_VALUE / 2 and logits[1, 2] > MASK_VALUE / 2
+    z = torch.tensor([[0.0, math.log(3.0), MASK_VALUE]])  # softmax over 2 valid values = [1/4, 3/4]
+    t = torch.tensor([[0.0, 1.0, 0.0]])
+    assert soft_cross_entropy(z, t).item() == pytest.approx(-math.log(0.75), rel=1e-5)
+    # smoothing 0.2 over the 2 valid values only: q = [0.1, 0.9]
+    expected = -(0.1 * math.log(0.25) + 0.9 * math.log(0.75))
+    assert soft_cross_entropy(z, t, smoothing=0.2).item() == pytest.approx(expected, rel=1e-5)
+
+
+def test_stratified_split_deterministic() -> None:
+    strata = ["a"] * 10 + ["b"] * 5 + ["c"]
+    train1, val1 = stratified_split(strata, 0.2, seed=3)
+    train2, val2 = stratified_split(strata, 0.2, seed=3)
+    assert train1.tolist() == train2.tolist() and val1.tolist() == val2.tolist()
+    assert len(val1) == 3 and 15 in train1  # 2 of a, 1 of b; the single c stays in train
+    assert set(train1) | set(val1) == set(range(16)) and not set(train1) & set(val1)

@@ -95,3 +95,53 @@ def test_unknown_model_and_bad_weights(class_folders: Path, tmp_path: Path) -> N
         api.train("classify", data=str(class_folders), out=str(tmp_path / "r"), **{**TINY, "pretrained": str(bogus)})
     with pytest.raises(FashionlabError, match="not a fashionlab weights file"):
         api.predict("classify", bogus, class_folders, tmp_path / "p.csv")
+
+
+def test_second_transfer_new_classes_and_checkpoint_vote(class_folders: Path, attributes_release: Path,
+                                                         tmp_path: Path) -> None:
+    """Fine-tune the backbone of an earlier run on other classes (new head), then vote over checkpoints."""
+    first = api.train("attributes", data=str(attributes_release), out=str(tmp_path / "a"), epochs=1, **TINY)
+    tiny = {**TINY, "pretrained": str(first.best)}
+    second = api.train("classify", data=str(class_folders), out=str(tmp_path / "b"), epochs=2, save_top_k=2,
+                       ema_decay=0.9, **tiny)
+    old = torch.load(first.best, weights_only=True)["state_dict"]
+    assert (tmp_path / "b" / "config.yaml").read_text().count(str(first.best)) == 1
+    epochs = sorted((second.run / "weights").glob("epoch*.pt"))
+    assert len(epochs) == 2
+    new_head = torch.load(second.best, weights_only=True)["state_dict"]["head.heads.0.weight"]
+    assert new_head.shape[0] == 3 and "head.heads.1.weight" in old  # a new head for the new classes
+    for how in ("mean", "vote", "confidence"):
+        out = api.predict("classify", [second.best, *epochs], class_folders, tmp_path / f"{how}.csv", combine=how)
+        frame = pd.read_csv(out)
+        assert len(frame) == 30 and frame["score"].between(0, 1.0001).all()
+    with pytest.raises(FashionlabError, match="holds a 'test_efficientnet' backbone, not 'test_resnet'"):
+        api.train("classify", data=str(class_folders), out=str(tmp_path / "c"), **{**tiny, "model": "test_resnet"})
+
+
+def test_cost_matrix_mixup_focal_se_head(class_folders: Path, tmp_path: Path) -> None:
+    cost = tmp_path / "cost.csv"
+    cost.write_text(",red,green,blue\nred,0,1,0.1\ngreen,1,0,1\nblue,0.1,1,0\n")  # rows reordered by name
+    result = api.train("classify", data=str(class_folders), out=str(tmp_path / "r"), epochs=1, cost_matrix=str(cost),
+                       mixup=0.4, cutmix=1.0, loss="focal", head="se", **TINY)
+    assert 0 <= result.metrics["expected_cost"] <= 1
+    truth = tmp_path / "truth.csv"
+    truth.write_text("image,label\n" + "".join(f"{c}/{c}_{i}.jpg,{c}\n" for c in ("red", "green", "blue")
+                                               for i in range(10)))
+    pred = api.predict("classify", result.best, class_folders, tmp_path / "p.csv")
+    scores = api.evaluate("classify", pred, truth, cost_path=cost)
+    frame = pd.read_csv(pred)
+    wrong = frame[frame["label"] != frame["image"].str.split("/").str[0]]
+    severity = {("red", "green"): 1, ("red", "blue"): 0.1, ("green", "red"): 1, ("green", "blue"): 1,
+                ("blue", "red"): 0.1, ("blue", "green"): 1}
+    expected = sum(severity[(i.split("/")[0], p)] for i, p in zip(wrong["image"], wrong["label"])) / 30
+    assert scores["expected_cost"] == pytest.approx(expected)
+    assert scores["accuracy"] == pytest.approx(1 - len(wrong) / 30)
+    bad = [["0", "1"], ["1", "0"]]
+    with pytest.raises(FashionlabError, match="expected 3×3"):
+        api.train("classify", data=str(class_folders), out=str(tmp_path / "x"), cost_matrix=bad, **TINY)
+    with pytest.raises(FashionlabError, match="must be finite and >= 0"):
+        api.train("classify", data=str(class_folders), out=str(tmp_path / "x"),
+                  cost_matrix=[[0, -1, 0], [1, 0, 1], [1, 1, 0]], **TINY)
+    cost.write_text(",red,green,cyan\nred,0,1,1\ngreen,1,0,1\ncyan,1,1,0\n")
+    with pytest.raises(FashionlabError, match=r"missing \['blue'\], unknown \['cyan'\]"):
+        api.train("classify", data=str(class_folders), out=str(tmp_path / "x"), cost_matrix=str(cost), **TINY)

@@ -12,7 +12,8 @@ from fashionlab.engine.budget import plan_epochs
 from fashionlab.engine.image_size import size_for_budget, size_for_photos
 from fashionlab.engine.schedules import lr_lambda
 from fashionlab.errors import FashionlabError
-from fashionlab.models.net import MASK_VALUE, MultiHead, soft_cross_entropy
+from fashionlab.models.losses import soft_cross_entropy
+from fashionlab.models.net import MASK_VALUE, MultiHead
 from fashionlab.tasks.attributes.task import soft_target
 from fashionlab.tasks.base import stratified_split
 
@@ -57,7 +58,8 @@ def test_budget_plan_arithmetic() -> None:
 def test_image_size_choice() -> None:
     assert size_for_photos(112) == 160 and size_for_photos(256) == 224 and size_for_photos(192) == 192
     # 2 epochs fit at 224: at 192 -> 2*(224/192)^2 = 2.72, at 160 -> 3.92 epochs
-    assert size_for_budget(224, 2.0, 3) == 160 and size_for_budget(224, 2.0, 2) == 192
+    assert size_for_budget(224, 2.0, 3) == 160 and size_for_budget(224, 2.0, 2) == 224
+    assert size_for_budget(224, 1.9, 2) == 192  # 1.9 * 1.36 = 2.59
     assert size_for_budget(224, 10.0, 4) == 224
     assert size_for_budget(224, 0.1, 4) == 96
 
@@ -83,3 +85,43 @@ def test_stratified_split_deterministic() -> None:
     assert train1.tolist() == train2.tolist() and val1.tolist() == val2.tolist()
     assert len(val1) == 3 and 15 in train1  # 2 of a, 1 of b; the single c stays in train
     assert set(train1) | set(val1) == set(range(16)) and not set(train1) & set(val1)
+
+
+def test_focal_and_cost_losses_hand_computed() -> None:
+    from fashionlab.models.losses import Objective, expected_cost, multilabel_loss, soft_focal
+
+    z = torch.tensor([[0.0, math.log(3.0)]])  # p = [1/4, 3/4]
+    q = torch.tensor([[0.2, 0.8]])
+    # focal, gamma 2: -(0.2 * (3/4)^2 log 1/4 + 0.8 * (1/4)^2 log 3/4)
+    expected = -(0.2 * 0.5625 * math.log(0.25) + 0.8 * 0.0625 * math.log(0.75))
+    assert soft_focal(z, q, gamma=2.0).item() == pytest.approx(expected, rel=1e-5)
+    assert soft_focal(z, q, gamma=0.0).item() == pytest.approx(-(0.2 * math.log(0.25) + 0.8 * math.log(0.75)))
+    cost = torch.tensor([[0.0, 1.0], [0.1, 0.0]])
+    # truth class 1 (one-hot), mass 1/4 pushed toward class 0 at severity C[1,0] = 0.1 -> 0.025
+    assert expected_cost(z, torch.tensor([[0.0, 1.0]]), cost).item() == pytest.approx(0.025)
+    # truth class 0: mass 3/4 toward class 1 at severity 1.0 -> 0.75
+    assert expected_cost(z, torch.tensor([[1.0, 0.0]]), cost).item() == pytest.approx(0.75)
+    objective = Objective("ce", cost=cost, cost_weight=2.0)
+    assert objective(z, torch.tensor([[1.0, 0.0]])).item() == pytest.approx(-math.log(0.25) + 1.5, rel=1e-5)
+    # multi-label BCE of logit 0 (p = 0.5) is log 2 whatever the label; focal gamma 1 halves it at p_t = 0.5
+    zl, yl = torch.zeros(1, 2), torch.tensor([[1.0, 0.0]])
+    assert multilabel_loss(zl, yl, "bce", 2.0, None).item() == pytest.approx(math.log(2))
+    assert multilabel_loss(zl, yl, "focal", 1.0, None).item() == pytest.approx(0.5 * math.log(2))
+    assert multilabel_loss(zl, yl, "focal", 1.0, 0.25).item() == pytest.approx(0.5 * math.log(2) * 0.5)
+
+
+def test_mixup_only_mixes_within_a_task() -> None:
+    import numpy as np
+
+    from fashionlab.engine.mixing import mix_batch
+
+    images = torch.stack([torch.full((3, 4, 4), float(i)) for i in range(4)])
+    task_index = torch.tensor([0, 0, 1, 1])
+    targets = torch.eye(4)[:, :3]
+    mixed, soft = mix_batch(images, task_index, targets, mixup=0.5, cutmix=0.0, prob=1.0,
+                            rng=np.random.default_rng(0))
+    assert torch.allclose(soft.sum(1), targets.sum(1))  # target mass preserved
+    for row in range(4):
+        value = mixed[row, 0, 0, 0].item()
+        allowed = {0.0, 1.0} if row < 2 else {2.0, 3.0}
+        assert min(allowed) - 1e-6 <= value <= max(allowed) + 1e-6  # never blended with the other task

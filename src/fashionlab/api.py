@@ -38,16 +38,21 @@ def train(task: str, config: str | Path | None = None, resume: str | Path | None
     return task_obj.fit(cfg, resume=resume is not None)
 
 
-def predict(task: str, weights: str | Path, source: str | Path, out: str | Path, tta: str = "none",
-            batch: int = 64, workers: int = 2, device: str = "auto") -> Path:
+def predict(task: str, weights: str | Path | list, source: str | Path, out: str | Path, tta: str = "none",
+            batch: int = 64, workers: int = 2, device: str = "auto", combine: str = "mean") -> Path:
     """Predict every image of ``source``; writes the task's own prediction/submission CSV to ``out``.
 
     ``weights``: a best.pt, a run folder, or a folder of runs (per-task models; several runs of the
-    same task are averaged).
+    same task are combined: ``combine`` = mean | vote | confidence).
     """
     from .tasks import get_task
 
-    return get_task(task).predict_files(Path(weights), Path(source), Path(out), tta, batch, workers, device)
+    task_obj = get_task(task)
+    paths = [Path(w) for w in weights] if isinstance(weights, (list, tuple)) else [Path(weights)]
+    paths = paths[0] if len(paths) == 1 else paths
+    if combine != "mean":
+        return task_obj.predict_files(paths, Path(source), Path(out), tta, batch, workers, device, combine)
+    return task_obj.predict_files(paths, Path(source), Path(out), tta, batch, workers, device)
 
 
 def evaluate(task: str, pred: str | Path, truth: str | Path, **kwargs: Any) -> dict[str, Any]:

@@ -75,32 +75,36 @@ def train(
 @app.command()
 def predict(
     task: str = typer.Argument(...),
-    weights: Path = typer.Option(..., help="RUN/weights/best.pt"),
+    weights: list[Path] = typer.Option(..., help="best.pt or run folder; repeat for an ensemble."),
     source: Path = typer.Option(..., help="Image folder, image, or list file."),
     out: Path = typer.Option(Path("predictions.csv"), help="Output CSV."),
     tta: str = typer.Option("none", help="none | flip | 5crop | 10crop"),
+    combine: str = typer.Option("mean", help="Several weights: mean | vote | confidence (weighted vote)."),
     batch: int = typer.Option(64),
     workers: int = typer.Option(2),
     device: str = typer.Option("auto"),
 ) -> None:
     """Predict images; classify writes image,label,score, attributes the FashionAI submission format."""
-    path = api.predict(task, weights, source, out, tta=tta, batch=batch, workers=workers, device=device)
+    path = api.predict(task, list(weights), source, out, tta=tta, batch=batch, workers=workers, device=device,
+                       combine=combine)
     console.print(f"wrote {path}")
 
 
 @app.command()
 def submit(
     task: str = typer.Argument(...),
-    weights: Path = typer.Option(...),
+    weights: list[Path] = typer.Option(..., help="best.pt or run folder; repeat for an ensemble."),
     source: Path = typer.Option(..., help="Test release root or question/label CSV."),
     out: Path = typer.Option(Path("submission.csv")),
     tta: str = typer.Option("10crop", help="none | flip | 5crop | 10crop"),
+    combine: str = typer.Option("mean", help="Several weights: mean | vote | confidence."),
     batch: int = typer.Option(64),
     workers: int = typer.Option(2),
     device: str = typer.Option("auto"),
 ) -> None:
     """Write a competition submission (predict with the competition's TTA default)."""
-    path = api.predict(task, weights, source, out, tta=tta, batch=batch, workers=workers, device=device)
+    path = api.predict(task, list(weights), source, out, tta=tta, batch=batch, workers=workers, device=device,
+                       combine=combine)
     console.print(f"wrote submission {path}")
 
 
@@ -110,10 +114,13 @@ def evaluate(
     pred: Path = typer.Option(..., help="Predictions / submission file."),
     truth: Path = typer.Option(..., help="Ground-truth file."),
     thresholds: Optional[Path] = typer.Option(None, help="styles: per-label thresholds JSON."),
+    cost: Optional[Path] = typer.Option(None, help="classify: severity matrix CSV -> expected_cost."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:
     """Score predictions with the competition's own metric."""
-    kwargs = {"thresholds_path": thresholds} if thresholds is not None else {}
+    kwargs: dict = {"thresholds_path": thresholds} if thresholds is not None else {}
+    if cost is not None:
+        kwargs["cost_path"] = cost
     scores = api.evaluate(task, pred, truth, **kwargs)
     if as_json:
         print(json.dumps(scores))

@@ -45,6 +45,19 @@ class RunConfig(BaseModel):
     time_budget: float = Field(0.0, ge=0)  # seconds; 0 = no budget, run `epochs`
     min_epochs: int = Field(6, ge=1)  # with a budget and auto imgsz: shrink images until this many fit
     label_smoothing: float = Field(0.1, ge=0, lt=1)
+    loss: Literal["ce", "focal", "bce"] = "ce"  # bce: multi-label tasks; focal works for both
+    focal_gamma: float = Field(2.0, ge=0)
+    focal_alpha: float | None = Field(None, ge=0, le=1)  # multi-label focal: weight of positives
+    cost_matrix: list[list[float]] | str | None = None  # K×K severities (rows truth, cols predicted) or CSV
+    cost_weight: float = Field(1.0, ge=0)
+    mixup: float = Field(0.0, ge=0)  # Beta(α, α) for mixup; 0 = off
+    cutmix: float = Field(0.0, ge=0)  # Beta(α, α) for CutMix; 0 = off
+    mix_prob: float = Field(1.0, ge=0, le=1)  # share of batches mixed when mixup/cutmix is on
+    ema_decay: float = Field(0.0, ge=0, lt=1)  # EMA of weights (e.g. 0.999); 0 = off
+    swa: bool = False  # stochastic weight averaging over the last quarter of epochs
+    save_top_k: int = Field(1, ge=1)  # keep the k best fine-tune checkpoints as weights/epochN.pt
+    head: Literal["linear", "se"] = "linear"  # se: squeeze-excitation gating of pooled features
+    head_hidden: int = Field(0, ge=0)  # >0: FC hidden -> BN -> ReLU -> FC per head
     hflip: float = Field(0.5, ge=0, le=1)
     scale_min: float = Field(0.5, gt=0, le=1)  # RandomResizedCrop area lower bound
     color_jitter: float = Field(0.2, ge=0, le=1)

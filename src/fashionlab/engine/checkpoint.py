@@ -33,7 +33,7 @@ def save_weights(path: Path, net: ClassifierNet, task: str, meta: TaskMeta, mode
     payload = {
         "format": FORMAT, "task": task, "model": model_name, "imgsz": int(imgsz),
         "mean": [float(m) for m in mean], "std": [float(s) for s in std],
-        "meta": meta.to_dict(), "extra": extra or {}, "state_dict": state,
+        "meta": meta.to_dict(), "head": net.head.config(), "extra": extra or {}, "state_dict": state,
     }
     with atomic_open(path, "wb") as handle:
         torch.save(payload, handle)
@@ -52,7 +52,9 @@ def load_weights(path: str | Path, device: str = "cpu") -> LoadedModel:
         raise FashionlabError(f"{path}: not a fashionlab weights file (use RUN/weights/best.pt)")
     meta = TaskMeta.from_dict(payload["meta"])
     backbone = create_backbone(payload["model"], pretrained="none")
-    net = ClassifierNet(backbone.model, backbone.num_features, meta.head_sizes)
+    head = payload.get("head", {})
+    net = ClassifierNet(backbone.model, backbone.num_features, meta.head_sizes, head.get("kind", "linear"),
+                        head.get("hidden", 0))
     net.load_state_dict(payload["state_dict"], strict=True)
     net.eval().to(device)
     return LoadedModel(net, payload["task"], meta, payload["imgsz"], tuple(payload["mean"]), tuple(payload["std"]),

@@ -15,7 +15,8 @@ import torch
 
 from ..data.images import ImageDataset
 from ..data.transforms import eval_transform
-from ..models.net import ClassifierNet, soft_cross_entropy
+from ..models.losses import Objective
+from ..models.net import ClassifierNet
 from ..tasks.base import LabelledSet
 from .predictor import make_loader
 from .schedules import lr_lambda
@@ -42,14 +43,15 @@ def extract_features(net: ClassifierNet, data: LabelledSet, imgsz: int, mean, st
     return torch.cat(chunks) if chunks else torch.zeros(0, net.head.heads[0].in_features)
 
 
-def _head_probs(net: ClassifierNet, feats: torch.Tensor, task_index: torch.Tensor) -> list[np.ndarray]:
+def _head_probs(net: ClassifierNet, feats: torch.Tensor, task_index: torch.Tensor,
+                objective: Objective) -> list[np.ndarray]:
     sizes = net.head.sizes
-    probs = net.head(feats, task_index).softmax(1).numpy()
+    probs = objective.activate(net.head(feats, task_index)).numpy()
     return [p[: sizes[t]] for p, t in zip(probs, task_index.tolist())]
 
 
 def train_head(net: ClassifierNet, train: LabelledSet, val: LabelledSet, score: Callable[[list[np.ndarray]], float],
-               imgsz: int, mean, std, epochs: int, lr: float, weight_decay: float, smoothing: float, batch: int,
+               imgsz: int, mean, std, epochs: int, lr: float, weight_decay: float, objective: Objective, batch: int,
                workers: int, device: str, seed: int = 0) -> HeadStageResult:
     """Fit ``net.head`` on frozen features; leaves the best head (by ``score`` on val) in ``net``."""
     start = time.perf_counter()
@@ -69,7 +71,7 @@ def train_head(net: ClassifierNet, train: LabelledSet, val: LabelledSet, score: 
         order = torch.randperm(len(train), generator=generator)
         losses = []
         for chunk in order.split(256):
-            loss = soft_cross_entropy(head(f_train[chunk], t_train[chunk]), y_train[chunk], smoothing)
+            loss = objective(head(f_train[chunk], t_train[chunk]), y_train[chunk])
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
@@ -77,7 +79,7 @@ def train_head(net: ClassifierNet, train: LabelledSet, val: LabelledSet, score: 
             losses.append(loss.item())
         head.eval()
         with torch.no_grad():
-            metric = score(_head_probs(net, f_val, t_val)) if len(val) else -float(np.mean(losses))
+            metric = score(_head_probs(net, f_val, t_val, objective)) if len(val) else -float(np.mean(losses))
         head.train()
         history.append({"stage": "head", "epoch": epoch, "train_loss": float(np.mean(losses)), "val_metric": metric})
         if metric > best_metric:

@@ -1,24 +1,27 @@
 """The Lightning module for stage 2: full fine-tuning with a lower backbone learning rate."""
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import time
+from collections.abc import Callable
 
 import lightning.pytorch as pl
 import numpy as np
 import torch
 
 from ..config import RunConfig
-from ..models.net import ClassifierNet, soft_cross_entropy
+from ..models.losses import Objective
+from ..models.net import ClassifierNet
+from .mixing import mix_batch
 from .schedules import lr_lambda
 
 
 class LitClassifier(pl.LightningModule):
-    def __init__(self, net: ClassifierNet, cfg: RunConfig, total_steps: int, steps_per_epoch: int,
-                 score: Callable[[list[np.ndarray]], float], on_validated: Callable[[int, float, float, float, float], int | None]) -> None:
+    def __init__(self, net: ClassifierNet, cfg: RunConfig, objective: Objective, total_steps: int,
+                 steps_per_epoch: int, score: Callable[[list[np.ndarray]], float],
+                 on_validated: Callable[[int, float, float, float, float], int | None]) -> None:
         super().__init__()
-        self.net, self.cfg = net, cfg
+        self.net, self.cfg, self.objective = net, cfg, objective
+        self._rng = np.random.default_rng(cfg.seed)
         self.total_steps, self.steps_per_epoch = max(1, total_steps), max(1, steps_per_epoch)
         self.score, self.on_validated = score, on_validated
         self._val_probs: list[np.ndarray] = []
@@ -41,14 +44,16 @@ class LitClassifier(pl.LightningModule):
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
         images, (task_index, targets) = batch
         self._epoch_images += len(images)
-        loss = soft_cross_entropy(self(self._images(images), task_index), targets, self.cfg.label_smoothing)
+        images, targets = mix_batch(images, task_index, targets, self.cfg.mixup, self.cfg.cutmix, self.cfg.mix_prob,
+                                    self._rng)
+        loss = self.objective(self(self._images(images), task_index), targets)
         self.log("train_loss", loss, prog_bar=True, on_step=True, on_epoch=False)
         self._train_losses.append(float(loss.detach()))
         return loss
 
     def validation_step(self, batch, batch_idx: int) -> None:
         images, (task_index, _) = batch
-        probs = self(self._images(images), task_index).float().softmax(1).cpu().numpy()
+        probs = self.objective.activate(self(self._images(images), task_index)).cpu().numpy()
         sizes = self.net.head.sizes
         self._val_probs += [p[: sizes[t]] for p, t in zip(probs, task_index.tolist())]
 

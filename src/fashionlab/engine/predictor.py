@@ -7,6 +7,7 @@ from torch.utils.data import DataLoader
 
 from ..data.images import ImageDataset
 from ..data.transforms import tta_transform
+from ..models.losses import activation
 from ..models.net import ClassifierNet
 from ..tasks.base import LabelledSet
 
@@ -18,8 +19,11 @@ def make_loader(dataset, batch: int, workers: int, shuffle: bool = False, drop_l
 
 @torch.no_grad()
 def predict_probs(net: ClassifierNet, data: LabelledSet, imgsz: int, mean, std, tta: str = "none",
-                  batch: int = 64, workers: int = 2, device: str = "cpu") -> list[np.ndarray]:
-    """Softmax probabilities per image, trimmed to its task's width; TTA views are averaged."""
+                  batch: int = 64, workers: int = 2, device: str = "cpu", multilabel: bool = False) -> list[np.ndarray]:
+    """Probabilities per image (softmax, or sigmoid for multi-label), trimmed to its task's width.
+
+    TTA views are averaged after the activation.
+    """
     transform = tta_transform(imgsz, mean, std, tta)
     dataset = ImageDataset(data.paths, data.task_index.tolist(), transform, draft=int(imgsz / 0.875) + 1)
     net.eval().to(device)
@@ -28,6 +32,6 @@ def predict_probs(net: ClassifierNet, data: LabelledSet, imgsz: int, mean, std, 
     for views, task_index in make_loader(dataset, batch, workers):
         n, v = views.shape[:2]
         logits = net(views.flatten(0, 1).to(device), task_index.repeat_interleave(v).to(device))
-        probs = logits.float().softmax(1).view(n, v, -1).mean(1).cpu().numpy()
+        probs = activation(multilabel)(logits).view(n, v, -1).mean(1).cpu().numpy()
         out += [p[: sizes[t]] for p, t in zip(probs, task_index.tolist())]
     return out

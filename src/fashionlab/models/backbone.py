@@ -129,9 +129,31 @@ def create_backbone(name: str, pretrained: str = "auto", drop_rate: float = 0.0)
             log.warning("no offline ImageNet weights for '%s': starting from random init", name)
     elif pretrained not in ("none", "timm", "auto", "offline"):
         path = Path(pretrained)
-        _load_into(model, load_state_dict_file(path), str(path))
+        transfer = _fashionlab_backbone(path, name)
+        if transfer is not None:  # second transfer: the backbone of an earlier fashionlab run, new head
+            state, mean, std = transfer
+        else:
+            state = load_state_dict_file(path)
+        _load_into(model, state, str(path))
         source = str(path)
     return Backbone(model, model.num_features, mean, std, source)
+
+
+def _fashionlab_backbone(path: Path, name: str) -> tuple[dict[str, torch.Tensor], tuple, tuple] | None:
+    """Backbone tensors and normalisation of a fashionlab checkpoint, or None for other files."""
+    if not path.is_file():
+        raise FashionlabError(f"{path}: weights file not found")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:  # noqa: BLE001 - not a torch file: maybe safetensors, handled by the caller
+        return None
+    if not (isinstance(payload, dict) and str(payload.get("format", "")).startswith("fashionlab")):
+        return None
+    if payload.get("model") != name:
+        raise FashionlabError(f"{path}: checkpoint holds a '{payload.get('model')}' backbone, not '{name}' "
+                              f"(pass --model {payload.get('model')})")
+    state = {k[len("backbone."):]: v for k, v in payload["state_dict"].items() if k.startswith("backbone.")}
+    return state, tuple(payload["mean"]), tuple(payload["std"])
 
 
 def _load_offline(model: nn.Module, path: Path) -> None:

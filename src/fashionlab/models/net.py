@@ -1,27 +1,50 @@
-"""Backbone + one linear head per task; logits of other tasks' width are masked out."""
+"""Backbone + one head per task; logits beyond a task's width are masked out."""
 from __future__ import annotations
 
 import torch
 from torch import nn
-from torch.nn import functional as F
 
 MASK_VALUE = -1e4  # finite so fp16 autocast stays finite; softmax weight exp(-1e4) is exactly zero
 
 
-class MultiHead(nn.Module):
-    """Linear heads of different widths, returned as one [B, L_max] tensor per sample's own task."""
+class SEGate(nn.Module):
+    """Squeeze-excitation on the pooled feature vector: f * sigmoid(W2 relu(W1 f)), a light attention block."""
 
-    def __init__(self, in_features: int, sizes: list[int]) -> None:
+    def __init__(self, channels: int, reduction: int = 16) -> None:
         super().__init__()
-        self.sizes = list(sizes)
+        self.fc = nn.Sequential(nn.Linear(channels, max(8, channels // reduction)), nn.ReLU(inplace=True),
+                                nn.Linear(max(8, channels // reduction), channels), nn.Sigmoid())
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return features * self.fc(features)
+
+
+def _task_head(in_features: int, n: int, hidden: int) -> nn.Module:
+    if hidden <= 0:
+        return nn.Linear(in_features, n)
+    return nn.Sequential(nn.Linear(in_features, hidden), nn.BatchNorm1d(hidden), nn.ReLU(inplace=True),
+                         nn.Linear(hidden, n))
+
+
+class MultiHead(nn.Module):
+    """Heads of different widths, returned as one [B, L_max] tensor per sample's own task."""
+
+    def __init__(self, in_features: int, sizes: list[int], kind: str = "linear", hidden: int = 0) -> None:
+        super().__init__()
+        self.sizes, self.kind, self.hidden = list(sizes), kind, hidden
         self.width = max(sizes)
-        self.heads = nn.ModuleList(nn.Linear(in_features, n) for n in sizes)
+        self.neck = SEGate(in_features) if kind == "se" else nn.Identity()
+        self.heads = nn.ModuleList(_task_head(in_features, n, hidden) for n in sizes)
         mask = torch.full((len(sizes), self.width), MASK_VALUE)
         for t, n in enumerate(sizes):
             mask[t, :n] = 0.0
         self.register_buffer("mask", mask, persistent=False)
 
+    def config(self) -> dict:
+        return {"kind": self.kind, "hidden": self.hidden}
+
     def forward(self, features: torch.Tensor, task_index: torch.Tensor) -> torch.Tensor:
+        features = self.neck(features)
         if len(self.heads) == 1:
             return self.heads[0](features)
         out = features.new_zeros(features.shape[0], self.width)
@@ -33,21 +56,11 @@ class MultiHead(nn.Module):
 
 
 class ClassifierNet(nn.Module):
-    def __init__(self, backbone: nn.Module, num_features: int, head_sizes: list[int]) -> None:
+    def __init__(self, backbone: nn.Module, num_features: int, head_sizes: list[int], head: str = "linear",
+                 hidden: int = 0) -> None:
         super().__init__()
         self.backbone = backbone
-        self.head = MultiHead(num_features, head_sizes)
+        self.head = MultiHead(num_features, head_sizes, head, hidden)
 
     def forward(self, images: torch.Tensor, task_index: torch.Tensor) -> torch.Tensor:
         return self.head(self.backbone(images), task_index)
-
-
-def soft_cross_entropy(logits: torch.Tensor, targets: torch.Tensor, smoothing: float = 0.0) -> torch.Tensor:
-    """Cross-entropy against a target distribution; smoothing spreads mass over the task's own values only.
-
-    loss_i = -sum_j q_ij log softmax(z_i)_j with q = (1 - s) t + s / K_i on the K_i valid values.
-    """
-    if smoothing > 0:
-        valid = (logits > MASK_VALUE / 2).to(targets.dtype)
-        targets = (1 - smoothing) * targets + smoothing * valid / valid.sum(1, keepdim=True)
-    return -(targets * F.log_softmax(logits.float(), dim=1)).sum(1).mean()

@@ -68,6 +68,11 @@ class Task:
     name: ClassVar[str] = ""
     metric: ClassVar[str] = ""  # the validation metric that picks the best checkpoint (higher is better)
     config_class: ClassVar[type[RunConfig]] = RunConfig
+    multilabel: ClassVar[bool] = False  # sigmoid outputs and BCE/focal loss instead of softmax
+
+    def cost_matrix(self, cfg: RunConfig, meta: "TaskMeta") -> np.ndarray | None:
+        """A K×K severity matrix for cost-aware training, when the task supports one."""
+        return None
 
     def fit(self, cfg: RunConfig, resume: bool = False) -> Any:
         """Train; returns an object with ``run``, ``best`` (weights path) and ``metrics``."""
@@ -75,12 +80,12 @@ class Task:
 
         return train(cfg, resume=resume)
 
-    def predict_files(self, weights: Path, source: Path, out: Path, tta: str = "none", batch: int = 64,
-                      workers: int = 2, device: str = "auto") -> Path:
-        """Predict ``source`` with ``weights`` and write the task's prediction file ``out``."""
+    def predict_files(self, weights: Path | list[Path], source: Path, out: Path, tta: str = "none", batch: int = 64,
+                      workers: int = 2, device: str = "auto", combine: str = "mean") -> Path:
+        """Predict ``source`` with one or several ``weights`` and write the task's prediction file ``out``."""
         from ..engine.classifier_predict import predict_classifier
 
-        return predict_classifier(self, weights, source, out, tta, batch, workers, device)
+        return predict_classifier(self, weights, source, out, tta, batch, workers, device, combine)
 
     def load_train(self, cfg: RunConfig) -> tuple[LabelledSet, LabelledSet, TaskMeta]:
         raise NotImplementedError

@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 
 from ...errors import FashionlabError
+from .cost import mean_cost, resolve_cost_matrix
 from .metric import classification_report
 
 
@@ -25,7 +26,8 @@ def _read(path: Path, columns: list[str]) -> pd.DataFrame:
     return frame
 
 
-def evaluate_classify_files(pred: Path, truth: Path) -> dict[str, Any]:
+def evaluate_classify_files(pred: Path, truth: Path, cost_path: Path | None = None) -> dict[str, Any]:
+    """Accuracy, per-class recall and confusion; with a cost CSV also the expected cost."""
     p, t = _read(pred, ["image", "label"]), _read(truth, ["image", "label"])
     merged = t.merge(p[["image", "label"]], on="image", how="left", suffixes=("", "_pred"), indicator=True)
     absent = merged["_merge"] == "left_only"
@@ -36,4 +38,8 @@ def evaluate_classify_files(pred: Path, truth: Path) -> dict[str, Any]:
     index = {c: i for i, c in enumerate(classes)}
     report = classification_report(merged["label"].map(index).to_numpy(), merged["label_pred"].map(index).to_numpy(),
                                    classes)
+    if cost_path is not None:
+        matrix = resolve_cost_matrix(str(cost_path), classes)
+        report["expected_cost"] = mean_cost(merged["label"].map(index).to_numpy(),
+                                            merged["label_pred"].map(index).to_numpy(), matrix)
     return {**report, "classes": classes, "n_images": int(len(merged))}

@@ -12,6 +12,7 @@ from ...errors import FashionlabError
 from ...data.images import IMAGE_EXTENSIONS, list_images
 from ...io import atomic_open
 from ..base import LabelledSet, Task, TaskMeta, one_hot_targets, stratified_split
+from .cost import mean_cost, resolve_cost_matrix
 
 VAL_FOLDER_NAMES = ("val", "valid", "validation")
 
@@ -59,6 +60,13 @@ class ClassifyTask(Task):
     name = "classify"
     metric = "accuracy"
 
+    def __init__(self) -> None:
+        self._cost: np.ndarray | None = None
+
+    def cost_matrix(self, cfg: RunConfig, meta: TaskMeta) -> np.ndarray | None:
+        self._cost = resolve_cost_matrix(cfg.cost_matrix, meta.classes[0])
+        return self._cost
+
     def _make_set(self, paths: list[Path], labels: list[str], root: Path, classes: list[str]) -> LabelledSet:
         index = {c: i for i, c in enumerate(classes)}
         unknown = sorted(set(labels) - set(index))
@@ -90,9 +98,12 @@ class ClassifyTask(Task):
     def score(self, probs: list[np.ndarray], data: LabelledSet, meta: TaskMeta) -> dict[str, Any]:
         from .metric import classification_report
 
-        pred = np.array([int(np.argmax(p)) for p in probs])
+        pred = np.array([int(np.argmax(p)) for p in probs], dtype=np.int64)
         truth = data.targets.argmax(1)
-        return classification_report(truth, pred, meta.classes[0])
+        report = classification_report(truth, pred, meta.classes[0])
+        if self._cost is not None:
+            report["expected_cost"] = mean_cost(truth, pred, self._cost)
+        return report
 
     def load_source(self, source: Path, meta: TaskMeta) -> LabelledSet:
         if source.is_file() and source.suffix.lower() == ".csv":

@@ -1,0 +1,58 @@
+"""``RetrievalConfig``: the shared RunConfig plus the street-to-shop retrieval task's own options.
+
+Options of RunConfig that retrieval does not use: ``head_epochs``/``head_lr`` (no frozen-backbone
+stage: the part branches need feature maps, not pooled features), ``loss``/``focal_*``/``cost_*``,
+``mixup``/``cutmix``/``mix_prob``, ``ema_decay``, ``swa``, ``save_top_k``, ``head``/``head_hidden``,
+``multitask``/``tasks``/``maybe_weight``.
+"""
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, field_validator
+
+from ...config import RunConfig
+
+BRANCHES = ("global", "horizontal", "vertical", "ring")
+
+
+class RetrievalConfig(RunConfig):
+    """Every knob of a retrieval run (``--set key=value`` on the CLI)."""
+
+    task: str = "retrieval"
+    lr: float = Field(2e-3, gt=0)  # heads; the backbone gets lr * backbone_lr_mult
+    backbone_lr_mult: float = Field(0.5, gt=0, le=1.0)
+    batch: int = Field(32, ge=2)
+    # data
+    root: str = ""  # images root; default: <csv folder>/images if it exists, else the CSV's folder
+    # model
+    branches: list[str] = Field(default_factory=lambda: list(BRANCHES))
+    embed_dim: int = Field(128, ge=8, le=2048)  # per part; the embedding concatenates all parts
+    stripes: list[int] = Field(default_factory=lambda: [2, 3])  # parts per stripe branch
+    rings: int = Field(2, ge=1, le=8)  # square rings from the centre outward
+    output_stride: Literal[16, 32] = 16  # 16: dilated last stage, a finer map for stripes and rings
+    # loss
+    triplet_weight: float = Field(1.0, ge=0)  # batch-hard triplet on the normalised embedding; 0 = off
+    margin: float = Field(0.3, gt=0)
+    k_per_item: int = Field(4, ge=0)  # PK sampling: batch // k items x k images; 0 = plain shuffled batches
+    category_head: bool = True  # a small category classifier (used by search --category auto)
+    category_weight: float = Field(0.5, ge=0)
+    # evaluation
+    tta: Literal["none", "flip"] = "flip"  # for the final validation and the run's predictions
+
+    @field_validator("branches")
+    @classmethod
+    def _known_branches(cls, value: list[str]) -> list[str]:
+        unknown = [b for b in value if b not in BRANCHES]
+        if unknown:
+            raise ValueError(f"branch '{unknown[0]}' is not one of {', '.join(BRANCHES)}")
+        if not value:
+            raise ValueError(f"give at least one branch of {', '.join(BRANCHES)}")
+        return [b for b in BRANCHES if b in value]
+
+    @field_validator("stripes")
+    @classmethod
+    def _stripe_parts(cls, value: list[int]) -> list[int]:
+        if not value or any(p < 1 or p > 8 for p in value):
+            raise ValueError("stripes: give part counts between 1 and 8, e.g. [2, 3]")
+        return value

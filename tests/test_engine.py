@@ -145,3 +145,20 @@ def test_cost_matrix_mixup_focal_se_head(class_folders: Path, tmp_path: Path) ->
     cost.write_text(",red,green,cyan\nred,0,1,1\ngreen,1,0,1\ncyan,1,1,0\n")
     with pytest.raises(FashionlabError, match=r"missing \['blue'\], unknown \['cyan'\]"):
         api.train("classify", data=str(class_folders), out=str(tmp_path / "x"), cost_matrix=str(cost), **TINY)
+
+
+def test_kfold_writes_oof_for_every_image_and_test_average(class_folders: Path, tmp_path: Path) -> None:
+    run = tmp_path / "kf"
+    result = api.train("classify", data=str(class_folders), out=str(run), folds=3, epochs=0, test=str(class_folders),
+                       **TINY)
+    oof = pd.read_csv(run / "oof.csv")
+    assert list(oof.columns) == ["image", "blue", "green", "red"]
+    assert sorted(oof["image"]) == sorted(f"{c}/{c}_{i}.jpg" for c in ("red", "green", "blue") for i in range(10))
+    truth = pd.read_csv(run / "oof_truth.csv")
+    accuracy = (oof.set_index("image")[["blue", "green", "red"]].idxmax(1) == truth.set_index("image")["label"]).mean()
+    assert result.metrics["accuracy"] == pytest.approx(accuracy)
+    assert len(result.metrics["per_fold"]) == 3
+    assert len(pd.read_csv(run / "test.csv")) == 30
+    mtime = (run / "fold0" / "weights" / "best.pt").stat().st_mtime
+    api.train("classify", data=str(class_folders), out=str(run), folds=3, epochs=0, **TINY)  # re-run: folds reused
+    assert (run / "fold0" / "weights" / "best.pt").stat().st_mtime == mtime

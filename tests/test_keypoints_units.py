@@ -134,7 +134,7 @@ def test_points_pushed_out_of_the_image_are_masked() -> None:
 # --- decoding and losses --------------------------------------------------------------------------
 
 def test_soft_argmax_recovers_gaussian_centre() -> None:
-    stride, centre = 4, torch.tensor([[[23.3, 17.8], [40.1, 9.6]]])
+    stride, centre = 4, torch.tensor([[[23.3, 17.8], [40.1, 30.6]]])  # interior: no truncation by the border
     maps = gaussian_targets(centre, 16, 16, stride, sigma=1.5)
     assert torch.allclose(maps.flatten(2).sum(-1), torch.ones(1, 2))
     found = soft_argmax(torch.log(maps.clamp_min(1e-30)), stride)

@@ -57,6 +57,8 @@ def train(
     device: Optional[str] = typer.Option(None, help="auto | cpu | cuda | cuda:N."),
     workers: Optional[int] = typer.Option(None, help="Data-loading processes."),
     seed: Optional[int] = typer.Option(None),
+    folds: Optional[int] = typer.Option(None, help="K-fold: K models + out-of-fold probabilities (RUN/oof.csv)."),
+    test: Optional[str] = typer.Option(None, help="K-fold: images to predict with every fold model (RUN/test.csv)."),
     skip_bad: bool = typer.Option(False, "--skip-bad", help="Skip unreadable images (counted, with a warning)."),
     resume: Optional[Path] = typer.Option(None, help="Continue a killed run from its folder."),
     set_: list[str] = typer.Option([], "--set", help="Any config option: --set schedule=cosine (repeatable)."),
@@ -64,6 +66,7 @@ def train(
     """Train a model; the best checkpoint by the task's metric goes to RUN/weights/best.pt."""
     overrides = dict(data=data, out=out, model=model, pretrained=pretrained, imgsz=imgsz, epochs=epochs, batch=batch,
                      lr=lr, time_budget=time_budget, val_data=val_data, device=device, workers=workers, seed=seed,
+                     folds=folds, test=test,
                      skip_bad=skip_bad or None, **parse_set(set_))
     results = api.train(task, config, resume=resume, **overrides)
     for result in results if isinstance(results, list) else [results]:

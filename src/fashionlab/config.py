@@ -22,6 +22,9 @@ class RunConfig(BaseModel):
     val_fraction: float = Field(0.2, ge=0.0, lt=1.0)
     val_data: str = ""  # a separate validation folder/file; overrides val_fraction
     seed: int = 0
+    folds: int = Field(0, ge=0)  # K-fold: K models in RUN/fold<k>/, out-of-fold probabilities in RUN/oof.csv
+    fold: int = Field(0, ge=0)  # which fold this run validates on (set by the K-fold driver)
+    test: str = ""  # K-fold: images to predict with every fold model; averaged into RUN/test.csv
     imgsz: int | None = Field(None, ge=32, le=1024)  # None: from the photos' size (and the time budget)
     batch: int = Field(32, ge=1)
     workers: int = Field(2, ge=0)

@@ -45,6 +45,9 @@ class TrainResult:
     run: Path
     best: Path
     metrics: dict[str, Any]
+    val_set: LabelledSet | None = None  # what the best checkpoint was scored on (K-fold gathers these)
+    val_probs: list[np.ndarray] | None = None
+    meta: TaskMeta | None = None
 
 
 def resolve_device(name: str) -> str:
@@ -245,15 +248,18 @@ def finish(cfg: RunConfig, files: "RunFiles", task, meta: TaskMeta, val_set: Lab
     loaded = load_weights(files.best, device)
     metrics: dict[str, Any] = {"task": task.name, "metric": task.metric, "train_seconds": round(seconds, 1),
                                "best": loaded.info}
+    probs: list[np.ndarray] = []
     if len(val_set):
         probs = predict_probs(loaded.net, val_set, loaded.imgsz, loaded.mean, loaded.std, "none",
                               cfg.batch * 2, cfg.workers, device, task.multilabel)
         metrics.update(task.score(probs, val_set, meta))
         task.write_predictions(files.predictions / "val.csv", val_set, probs, meta)
+        task.write_probabilities(files.predictions / "val_probs.csv", val_set, probs, meta)
+        task.write_truth(files.predictions / "val_truth.csv", val_set, meta)
     if meta.tasks == ["class"]:
         metrics["classes"] = meta.classes[0]
     write_json(files.metrics, metrics)
     if plan:
         write_json(files.run / "plan.json", plan)
     files.plot(history, task.metric, metrics)
-    return TrainResult(files.run, files.best, metrics)
+    return TrainResult(files.run, files.best, metrics, val_set, probs, meta)

@@ -28,6 +28,12 @@ class LabelledSet:
     def __len__(self) -> int:
         return len(self.paths)
 
+    @classmethod
+    def concat(cls, parts: list["LabelledSet"]) -> "LabelledSet":
+        return cls([p for part in parts for p in part.paths], np.concatenate([p.task_index for p in parts]),
+                   np.concatenate([p.targets for p in parts]), [k for part in parts for k in part.keys],
+                   {key: [v for part in parts for v in part.extra[key]] for key in parts[0].extra})
+
     def subset(self, index: np.ndarray | list[int]) -> "LabelledSet":
         idx = np.asarray(index, dtype=np.int64)
         return LabelledSet(
@@ -78,6 +84,10 @@ class Task:
         """Train; returns an object with ``run``, ``best`` (weights path) and ``metrics``."""
         from ..engine.trainer import train
 
+        if cfg.folds > 1:
+            from ..engine.kfold import train_kfold
+
+            return train_kfold(self, cfg, resume)
         return train(cfg, resume=resume)
 
     def predict_files(self, weights: Path | list[Path], source: Path, out: Path, tta: str = "none", batch: int = 64,
@@ -99,6 +109,21 @@ class Task:
 
     def write_predictions(self, out: Path, data: LabelledSet, probs: list[np.ndarray], meta: TaskMeta) -> Path:
         raise NotImplementedError
+
+    def write_probabilities(self, out: Path, data: LabelledSet, probs: list[np.ndarray], meta: TaskMeta) -> Path:
+        """Probabilities for ensembles and out-of-fold files; tasks whose predictions are already
+        probabilities (attributes submissions, styles PROBS) just write their predictions."""
+        return self.write_predictions(out, data, probs, meta)
+
+    def write_truth(self, out: Path, data: LabelledSet, meta: TaskMeta) -> Path | None:
+        """The labels of ``data`` in the format ``evaluate`` reads as truth (None when not supported)."""
+        return None
+
+    def split(self, cfg: RunConfig, strata: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        """Train/val indices: fold ``cfg.fold`` of ``cfg.folds`` when K-fold is on, else a held-out share."""
+        if cfg.folds > 1:
+            return stratified_kfold(strata, cfg.folds, cfg.fold, cfg.seed)
+        return stratified_split(strata, cfg.val_fraction, cfg.seed)
 
 
 def one_hot_targets(task_index: np.ndarray, labels: np.ndarray, width: int) -> np.ndarray:
@@ -122,3 +147,19 @@ def stratified_split(strata: list[str], val_fraction: float, seed: int) -> tuple
         val.extend(idx[:n_val].tolist())
         train.extend(idx[n_val:].tolist())
     return np.array(sorted(train), dtype=np.int64), np.array(sorted(val), dtype=np.int64)
+
+
+def stratified_kfold(strata: list[str], folds: int, fold: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Fold ``fold`` of a deterministic stratified K-fold: every index is in exactly one validation fold."""
+    rng = np.random.default_rng(seed)
+    assignment = np.zeros(len(strata), dtype=np.int64)
+    offset = 0
+    by_stratum: dict[str, list[int]] = {}
+    for i, s in enumerate(strata):
+        by_stratum.setdefault(s, []).append(i)
+    for key in sorted(by_stratum):
+        idx = np.array(by_stratum[key])
+        rng.shuffle(idx)
+        assignment[idx] = (np.arange(len(idx)) + offset) % folds  # round-robin keeps folds balanced
+        offset += len(idx)
+    return np.flatnonzero(assignment != fold), np.flatnonzero(assignment == fold)

@@ -16,7 +16,8 @@ import pandas as pd
 from ...config import RunConfig
 from ...errors import FashionlabError
 from ...data.images import list_images
-from ..base import LabelledSet, Task, TaskMeta, stratified_split
+from ...io import atomic_open
+from ..base import LabelledSet, Task, TaskMeta
 from .metric import attributes_map, read_label_csv
 from .submission import write_submission
 
@@ -96,7 +97,7 @@ class AttributesTask(Task):
             val_frame = read_label_csv(v_csv, known_tasks=known)
             return full, self._labelled(val_frame, v_root, meta, cfg.maybe_weight), meta
         strata = [f"{t}:{lab.find('y')}" for t, lab in zip(frame["task"], frame["label"])]
-        train_idx, val_idx = stratified_split(strata, cfg.val_fraction, cfg.seed)
+        train_idx, val_idx = self.split(cfg, strata)
         return full.subset(train_idx), full.subset(val_idx), meta
 
     def score(self, probs: list[np.ndarray], data: LabelledSet, meta: TaskMeta) -> dict[str, Any]:
@@ -133,6 +134,12 @@ class AttributesTask(Task):
 
     def write_predictions(self, out: Path, data: LabelledSet, probs: list[np.ndarray], meta: TaskMeta) -> Path:
         return write_submission(out, data.keys, data.extra["task"], probs)
+
+    def write_truth(self, out: Path, data: LabelledSet, meta: TaskMeta) -> Path:
+        with atomic_open(out, "w", encoding="utf-8", newline="") as handle:
+            for path, task, label in zip(data.keys, data.extra["task"], data.extra["label"]):
+                handle.write(f"{path},{task},{label}\n")
+        return out
 
 
 def _read_questions(path: Path) -> list[tuple[str, str]]:

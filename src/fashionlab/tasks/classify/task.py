@@ -11,7 +11,7 @@ from ...config import RunConfig
 from ...errors import FashionlabError
 from ...data.images import IMAGE_EXTENSIONS, list_images
 from ...io import atomic_open
-from ..base import LabelledSet, Task, TaskMeta, one_hot_targets, stratified_split
+from ..base import LabelledSet, Task, TaskMeta, one_hot_targets
 from .cost import mean_cost, resolve_cost_matrix
 
 VAL_FOLDER_NAMES = ("val", "valid", "validation")
@@ -89,10 +89,10 @@ class ClassifyTask(Task):
         if len(classes) < 2:
             raise FashionlabError(f"{root}: need at least 2 classes, found {classes}")
         full = self._make_set(paths, labels, base, classes)
-        if val_root is not None:
+        if val_root is not None and cfg.folds <= 1:  # K-fold splits the training folder itself
             v_paths, v_labels, v_base = read_labelled(val_root)
             return full, self._make_set(v_paths, v_labels, v_base, classes), TaskMeta(["class"], [classes])
-        train_idx, val_idx = stratified_split(labels, cfg.val_fraction, cfg.seed)
+        train_idx, val_idx = self.split(cfg, labels)
         return full.subset(train_idx), full.subset(val_idx), TaskMeta(["class"], [classes])
 
     def score(self, probs: list[np.ndarray], data: LabelledSet, meta: TaskMeta) -> dict[str, Any]:
@@ -123,6 +123,21 @@ class ClassifyTask(Task):
         return LabelledSet(paths, np.zeros(len(paths), dtype=np.int64), np.zeros((len(paths), width), np.float32),
                            [_relative(p, root) for p in paths])
 
+    def write_probabilities(self, out: Path, data: LabelledSet, probs: list[np.ndarray], meta: TaskMeta) -> Path:
+        with atomic_open(out, "w", encoding="utf-8", newline="") as handle:
+            handle.write(_header(["image", *meta.classes[0]]) + "\n")
+            for key, p in zip(data.keys, probs):
+                handle.write(_csv_cell(key) + "," + ",".join(f"{v:.6f}" for v in p) + "\n")
+        return out
+
+    def write_truth(self, out: Path, data: LabelledSet, meta: TaskMeta) -> Path:
+        classes = meta.classes[0]
+        with atomic_open(out, "w", encoding="utf-8", newline="") as handle:
+            handle.write("image,label\n")
+            for key, y in zip(data.keys, data.targets):
+                handle.write(f"{_csv_cell(key)},{_csv_cell(classes[int(np.argmax(y))])}\n")
+        return out
+
     def write_predictions(self, out: Path, data: LabelledSet, probs: list[np.ndarray], meta: TaskMeta) -> Path:
         classes = meta.classes[0]
         with atomic_open(out, "w", encoding="utf-8", newline="") as handle:
@@ -131,6 +146,10 @@ class ClassifyTask(Task):
                 best = int(np.argmax(p))
                 handle.write(f"{_csv_cell(key)},{_csv_cell(classes[best])},{p[best]:.6f}\n")
         return out
+
+
+def _header(names: list[str]) -> str:
+    return ",".join(_csv_cell(n) for n in names)
 
 
 def _relative(path: Path, root: Path) -> str:

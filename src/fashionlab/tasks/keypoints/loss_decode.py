@@ -62,7 +62,10 @@ def keypoint_loss(output: torch.Tensor, target: dict, head: str, imgsz: int, str
 
 
 def soft_argmax(logits: torch.Tensor, stride: float) -> torch.Tensor:
-    """Expected cell centre under each map's softmax: [B, K, h, w] -> [B, K, 2] continuous pixels."""
+    """Expected cell centre under each map's softmax: [B, K, h, w] -> [B, K, 2] continuous pixels.
+
+    Exact for a Gaussian away from the border; within about 3 sigma of the border the truncated
+    Gaussian pulls the estimate inwards (0.7 px for sigma = 1.5 cells at 2.4 cells from the edge)."""
     b, k, h, w = logits.shape
     p = F.softmax(logits.float().flatten(2), dim=-1).view(b, k, h, w)
     x = (p.sum(2) * _grid(w, stride, logits)).sum(-1)

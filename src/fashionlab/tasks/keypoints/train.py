@@ -67,7 +67,7 @@ def data_summary(train: KeypointRecords, val: KeypointRecords) -> dict[str, Any]
             "train_points": points(train), "val_points": points(val)}
 
 
-def probe_train_speed(net: KeypointNet, loader, cfg: KeypointsConfig, device: str, batches: int = 4,
+def probe_train_speed(net: KeypointNet, loader, cfg: KeypointsConfig, device: str, batches: int = 3,
                       warmup: int = 1) -> float:
     """Seconds per training image, measured on a throw-away copy (the first batches are warm-up)."""
     trial = copy.deepcopy(net).to(device).train()
@@ -151,18 +151,22 @@ def train_keypoints(cfg: KeypointsConfig, resume: bool = False) -> TrainResult:
         epochs, plan = int(state["epochs"]), state.get("plan")
     elif cfg.time_budget > 0:
         train_s = probe_train_speed(net, train_loader, cfg, device)
-        budget = plan_epochs(cfg.time_budget, time.perf_counter() - started, len(train_set), len(val_set),
+        # the final evaluation predicts val several times: as configured, flip-test (2 views), other decoder
+        passes = (4 if cfg.head == "heatmap" else 3) * (2 if cfg.two_stage else 1)
+        final_s = len(val_set) * (passes - 1) * train_s / 3
+        budget = plan_epochs(cfg.time_budget - final_s, time.perf_counter() - started, len(train_set), len(val_set),
                              train_s, train_s / 3, cfg.epochs)
-        epochs, plan = budget.epochs, {**budget.to_dict(), "imgsz": cfg.imgsz}
+        epochs, plan = budget.epochs, {**budget.to_dict(), "final_eval_s": final_s, "imgsz": cfg.imgsz}
         log.info("time budget %.0fs: %d epoch(s) (%s)", cfg.time_budget, epochs, budget.reason)
     else:
         epochs, plan = (10 if cfg.epochs is None else cfg.epochs), None
     save_config(cfg, files.config)
     if epochs == 0 and not files.best.is_file():  # nothing to train: the untrained model is the result
-        model = build_net(backbone, spec).eval()
-        save_keypoints(files.best, model, spec, mean, std, {"metric": "ne", "stage": "init", "epoch": 0})
+        log.warning("no training epoch fits: best.pt holds the untrained model")
+        save_keypoints(files.best, net, spec, mean, std, {"metric": "ne", "stage": "init", "epoch": 0})
 
-    deadline = started + cfg.time_budget - (plan or {}).get("reserve_s", 0.0)
+    reserve = (plan or {}).get("reserve_s", 0.0) + (plan or {}).get("final_eval_s", 0.0)
+    deadline = started + cfg.time_budget - reserve
     planned = {"epochs": epochs}
 
     def write_state() -> None:

@@ -1,0 +1,197 @@
+"""FAISS gallery index and batch search.
+
+An index is a folder: ``index.faiss`` (inner product on unit vectors = cosine), ``gallery.csv``
+(``id,category,path`` in index order) and ``meta.json`` (format, model id = hash of the weights
+files + fusion + dimension, the weights' paths and hashes, TTA, kind and its parameters). Searching
+with other weights than the index's is an error naming both model ids.
+
+Kinds: ``flat`` (exact, IndexFlatIP; the default), ``hnsw`` (IndexHNSWFlat, ``ef_search``) and
+``ivf`` (IndexIVFFlat, ``nprobe``) for large galleries; see ``benchmarks/search.py`` for their
+speed/recall trade-off at 1M vectors.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ...engine.trainer import resolve_device
+from ...errors import FashionlabError
+from ...io import atomic_open, write_json
+from .data import read_images
+from .embed import embed_fused, embed_paths, load_models, model_id, write_ranks
+
+log = logging.getLogger(__name__)
+INDEX_FORMAT = "fashionlab-retrieval-index-1"
+KINDS = ("flat", "ivf", "hnsw")
+Result = tuple[str, list[str], list[float]]
+
+
+def _faiss():
+    try:
+        import faiss
+    except ImportError:
+        raise FashionlabError("retrieval search needs FAISS: pip install faiss-cpu") from None
+    return faiss
+
+
+def _make_index(kind: str, vectors: np.ndarray, nlist: int | None, hnsw_m: int, ef_construction: int):
+    faiss = _faiss()
+    d = vectors.shape[1]
+    params: dict[str, Any] = {}
+    if kind == "flat":
+        index = faiss.IndexFlatIP(d)
+    elif kind == "hnsw":
+        index = faiss.IndexHNSWFlat(d, hnsw_m, faiss.METRIC_INNER_PRODUCT)
+        index.hnsw.efConstruction = ef_construction
+        params = {"hnsw_m": hnsw_m, "ef_construction": ef_construction}
+    elif kind == "ivf":
+        nlist = nlist or max(1, min(int(math.sqrt(len(vectors))), len(vectors) // 39))
+        if nlist > len(vectors):
+            raise FashionlabError(f"ivf: nlist {nlist} exceeds the gallery size {len(vectors)}")
+        index = faiss.IndexIVFFlat(faiss.IndexFlatIP(d), d, nlist, faiss.METRIC_INNER_PRODUCT)
+        index.train(vectors)
+        params = {"nlist": nlist}
+    else:
+        raise FashionlabError(f"index kind '{kind}': expected one of {', '.join(KINDS)}")
+    index.add(vectors)
+    return index, params
+
+
+def build_index(weights: Path | Sequence[Path], gallery: Path, out: Path, kind: str = "flat", batch: int = 64,
+                workers: int = 2, device: str = "auto", tta: str = "flip", fusion: str = "concat",
+                root: str | Path | None = None, nlist: int | None = None, hnsw_m: int = 32,
+                ef_construction: int = 80, ef_search: int = 128, nprobe: int | None = None) -> Path:
+    """Embed the gallery (shop rows of an items CSV, or every image of a folder) and write the index
+    folder ``out``; ``weights`` may be several (fused by ``fusion``). Returns ``out``."""
+    if kind not in KINDS:
+        raise FashionlabError(f"index kind '{kind}': expected one of {', '.join(KINDS)}")
+    device = resolve_device(device)
+    models = load_models(weights, device)
+    table = read_images(Path(gallery), "gallery", root)
+    vectors = embed_fused(models, table.paths, tta, fusion, batch, workers, device)
+    index, params = _make_index(kind, vectors, nlist, hnsw_m, ef_construction)
+    if kind == "hnsw":
+        params["ef_search"] = ef_search
+    if kind == "ivf":
+        params["nprobe"] = nprobe or max(1, params["nlist"] // 8)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    faiss = _faiss()
+    with atomic_open(out / "index.faiss", "wb") as handle:
+        handle.write(faiss.serialize_index(index).tobytes())
+    with atomic_open(out / "gallery.csv", "w", encoding="utf-8", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["id", "category", "path"])
+        writer.writerows(zip(table.ids, table.categories, [str(p) for p in table.paths]))
+    write_json(out / "meta.json", {
+        "format": INDEX_FORMAT, "model_id": model_id(models, fusion), "dim": int(vectors.shape[1]),
+        "count": len(table), "kind": kind, "params": params, "tta": tta, "fusion": fusion,
+        "weights": [{"path": str(m.path.resolve()), "sha256": m.sha256} for m in models],
+        "categories": sorted({c for c in table.categories if c}), "source": str(gallery)})
+    log.info("indexed %d gallery images (%s, dim %d) in %s", len(table), kind, vectors.shape[1], out)
+    return out
+
+
+def read_index(index: Path) -> tuple[Any, dict[str, Any], list[str], list[str]]:
+    """(faiss index, meta, gallery ids, gallery categories), checked against each other."""
+    index = Path(index)
+    if not (index / "meta.json").is_file() or not (index / "index.faiss").is_file():
+        raise FashionlabError(f"{index}: not a retrieval index folder (needs meta.json and index.faiss; "
+                              "build one with build_index / fashionlab index retrieval)")
+    meta = json.loads((index / "meta.json").read_text(encoding="utf-8"))
+    if meta.get("format") != INDEX_FORMAT:
+        raise FashionlabError(f"{index}/meta.json: format '{meta.get('format')}'; expected {INDEX_FORMAT}")
+    faiss = _faiss()
+    loaded = faiss.deserialize_index(np.fromfile(index / "index.faiss", dtype=np.uint8))
+    with open(index / "gallery.csv", encoding="utf-8", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    if loaded.d != meta["dim"] or loaded.ntotal != len(rows) or len(rows) != meta["count"]:
+        raise FashionlabError(f"{index}: index.faiss ({loaded.ntotal} x {loaded.d}), gallery.csv ({len(rows)} rows) "
+                              f"and meta.json ({meta['count']} x {meta['dim']}) disagree; rebuild the index")
+    return loaded, meta, [r["id"] for r in rows], [r["category"] for r in rows]
+
+
+def _search_params(faiss, index, meta: dict[str, Any], allowed: np.ndarray | None, nprobe: int | None,
+                   ef_search: int | None):
+    sel = faiss.IDSelectorBatch(allowed.astype(np.int64)) if allowed is not None else None
+    kwargs = {"sel": sel} if sel is not None else {}
+    if meta["kind"] == "hnsw":
+        return faiss.SearchParametersHNSW(efSearch=ef_search or meta["params"]["ef_search"], **kwargs), sel
+    if meta["kind"] == "ivf":
+        return faiss.SearchParametersIVF(nprobe=nprobe or meta["params"]["nprobe"], **kwargs), sel
+    return (faiss.SearchParameters(**kwargs) if sel is not None else None), sel
+
+
+def search(index: Path, query: Path, top: int = 10, out: Path | None = None, weights: Path | None = None,
+           category: str | None = None, batch: int = 64, workers: int = 2, device: str = "auto",
+           root: str | Path | None = None, nprobe: int | None = None,
+           ef_search: int | None = None) -> list[Result]:
+    """Rank the gallery of ``index`` for each query image (an image, a folder or an items CSV: its
+    consumer rows). Returns ``[(query_id, [gallery ids], [scores])]``, best first; with ``out`` also
+    writes the RANKS CSV. ``weights`` (default: the index's own) must be the model the index was built
+    with. ``category``: search only gallery images of this category; ``auto``: of the category the
+    model's category head predicts for each query."""
+    if top < 1:
+        raise FashionlabError(f"top must be at least 1, got {top}")
+    faiss = _faiss()
+    loaded, meta, ids, categories = read_index(Path(index))
+    device = resolve_device(device)
+    if weights is None:
+        missing = [w["path"] for w in meta["weights"] if not Path(w["path"]).is_file()]
+        if missing:
+            raise FashionlabError(f"{index}: the weights it was built with are gone ({missing[0]}); pass weights=")
+        weights = [Path(w["path"]) for w in meta["weights"]]
+    models = load_models(weights, device)
+    found = model_id(models, meta["fusion"])
+    if found != meta["model_id"]:
+        raise FashionlabError(f"{index}: built with model {meta['model_id']} (embedding dim {meta['dim']}), but the "
+                              f"weights {', '.join(str(m.path) for m in models)} are model {found}; rebuild the index "
+                              "with these weights or search with the index's own")
+    table = read_images(Path(query), "query", root)
+    want = _query_categories(category, models, table.paths, meta, categories, batch, workers, device)
+    vectors = embed_fused(models, table.paths, meta["tta"], meta["fusion"], batch, workers, device)
+    if vectors.shape[1] != loaded.d:
+        raise FashionlabError(f"{index}: index dimension {loaded.d} != query embedding dimension {vectors.shape[1]}")
+    results: list[Result] = [("", [], [])] * len(table)
+    groups: dict[str | None, list[int]] = {}
+    for i, c in enumerate(want):
+        groups.setdefault(c, []).append(i)
+    for cat, rows in groups.items():
+        allowed = None if cat is None else np.flatnonzero(np.array(categories) == cat)
+        params, _sel = _search_params(faiss, loaded, meta, allowed, nprobe, ef_search)
+        k = min(top, loaded.ntotal if allowed is None else len(allowed))
+        scores, found_idx = loaded.search(vectors[rows], k, params=params) if k else (None, None)
+        for j, row in enumerate(rows):
+            keep = [(ids[g], float(s)) for g, s in zip(found_idx[j], scores[j]) if g >= 0] if k else []
+            results[row] = (table.ids[row], [g for g, _ in keep], [s for _, s in keep])
+    if out is not None:
+        write_ranks(Path(out), results)
+    return results
+
+
+def _query_categories(category: str | None, models, paths, meta, categories: list[str], batch: int,
+                      workers: int, device: str) -> list[str | None]:
+    """The gallery category each query is restricted to (None: no restriction)."""
+    if category is None or category == "":
+        return [None] * len(paths)
+    known = sorted({c for c in categories if c})
+    if not known:
+        raise FashionlabError(f"category '{category}': the index's gallery has no categories")
+    if category != "auto":
+        if category not in known:
+            raise FashionlabError(f"category '{category}' is not in the gallery; categories: {', '.join(known)}")
+        return [category] * len(paths)
+    model = next((m for m in models if m.categories), None)
+    if model is None:
+        raise FashionlabError("category 'auto' needs a model trained with a category head (items CSV with a "
+                              "category column and category_head: true)")
+    _, probs = embed_paths(model, paths, meta["tta"], batch, workers, device, with_categories=True)
+    names = model.categories
+    return [names[int(p.argmax())] if names[int(p.argmax())] in known else None for p in probs]

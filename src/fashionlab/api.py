@@ -38,6 +38,18 @@ def train(task: str, config: str | Path | None = None, resume: str | Path | None
     return task_obj.fit(cfg, resume=resume is not None)
 
 
+def lr_find(task: str, config: str | Path | None = None, out: str | Path = "lr_find.png", steps: int = 100,
+            **overrides: Any) -> dict[str, Any]:
+    """Learning-rate range test on ``task``'s training data; writes a loss-vs-LR plot."""
+    from .engine.lr_finder import lr_range_test
+    from .tasks import get_task
+
+    cfg = load_config(config, cls=get_task(task).config_class, task=task, **overrides)
+    if not cfg.data:
+        raise FashionlabError("no training data: pass --data PATH or set data: in the config")
+    return lr_range_test(cfg, Path(out), steps=steps)
+
+
 def predict(task: str, weights: str | Path | list, source: str | Path, out: str | Path, tta: str = "none",
             batch: int = 64, workers: int = 2, device: str = "auto", combine: str = "mean") -> Path:
     """Predict every image of ``source``; writes the task's own prediction/submission CSV to ``out``.

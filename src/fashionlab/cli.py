@@ -75,6 +75,24 @@ def train(
         console.print(f"run folder: {result.run}")
 
 
+@app.command("lr-find")
+def lr_find(
+    task: str = typer.Argument(...),
+    config: Optional[Path] = typer.Argument(None),
+    data: Optional[str] = typer.Option(None),
+    out: Path = typer.Option(Path("lr_find.png"), help="Plot of loss vs learning rate (JSON beside it)."),
+    model: Optional[str] = typer.Option(None),
+    imgsz: Optional[int] = typer.Option(None),
+    batch: Optional[int] = typer.Option(None),
+    steps: int = typer.Option(100, help="Steps of the range test."),
+    set_: list[str] = typer.Option([], "--set"),
+) -> None:
+    """Learning-rate range test: loss vs LR plot and the steepest-descent suggestion."""
+    result = api.lr_find(task, config, out=out, steps=steps, data=data, model=model, imgsz=imgsz, batch=batch,
+                         **parse_set(set_))
+    console.print(f"suggested lr {result['suggested_lr']:.2e}; plot {result['plot']}")
+
+
 @app.command()
 def predict(
     task: str = typer.Argument(...),

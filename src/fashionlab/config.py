@@ -39,8 +39,11 @@ class RunConfig(BaseModel):
     backbone_lr_mult: float = Field(1.0, gt=0, le=1.0)
     weight_decay: float = Field(1e-4, ge=0)
     momentum: float = Field(0.9, ge=0, lt=1)
-    schedule: Literal["cosine", "onecycle", "step", "constant"] = "onecycle"
-    step_size: int = Field(3, ge=1)  # epochs between x0.1 decays for schedule=step
+    schedule: Literal["cosine", "onecycle", "step", "cyclic", "constant"] = "onecycle"
+    step_size: int = Field(3, ge=1)  # epochs between x0.1 decays (step) or per half-cycle (cyclic)
+    stages: int = Field(1, ge=1)  # staged fine-tuning: N stages, each unfreezing more of the backbone
+    frozen_fraction: float = Field(0.0, ge=0, lt=1)  # earliest share of backbone tensors never unfrozen
+    stage_lr_decay: float = Field(0.5, gt=0, le=1)  # backbone LR multiplier per later stage
     warmup_epochs: float = Field(0.0, ge=0)
     epochs: int | None = Field(None, ge=0)  # None: 10, or as many as fit in time_budget
     head_epochs: int = Field(30, ge=0)  # stage 1: head only, backbone frozen (on cached features)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from lightning.pytorch.callbacks import EarlyStopping, EMAWeightAveraging, ModelCheckpoint, WeightAveraging
+from lightning.pytorch.callbacks import Callback, EarlyStopping, EMAWeightAveraging, ModelCheckpoint, WeightAveraging
 
 from ..config import RunConfig
 from .run_files import RunFiles
@@ -21,6 +21,27 @@ class LateSWA(WeightAveraging):
         return epoch_idx is not None and epoch_idx >= self.start_epoch
 
 
+class StagedUnfreeze(Callback):
+    """Staged fine-tuning: the epochs are split into ``stages``; stage s trains the last s/N of the
+    backbone's (unfrozen share of) parameter tensors, and the backbone LR is multiplied by
+    ``lr_decay`` at every new stage. The earliest ``frozen_fraction`` of tensors stays frozen."""
+
+    def __init__(self, stages: int, epochs: int, frozen_fraction: float, lr_decay: float) -> None:
+        self.stages, self.epochs, self.frozen_fraction, self.lr_decay = stages, max(1, epochs), frozen_fraction, lr_decay
+        self._base: list[float] | None = None
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        stage = min(self.stages, 1 + trainer.current_epoch * self.stages // self.epochs)
+        params = list(pl_module.net.backbone.parameters())
+        trainable = int(len(params) * (1 - self.frozen_fraction) * stage / self.stages)
+        for i, param in enumerate(params):
+            param.requires_grad_(i >= len(params) - trainable)
+        scheduler = trainer.lr_scheduler_configs[0].scheduler
+        if self._base is None:
+            self._base = list(scheduler.base_lrs)
+        scheduler.base_lrs[0] = self._base[0] * self.lr_decay ** (stage - 1)  # group 0 = backbone
+
+
 def build_callbacks(cfg: RunConfig, files: RunFiles, epochs: int) -> list[Any]:
     callbacks: list[Any] = [ModelCheckpoint(dirpath=str(files.weights), filename="last", save_top_k=1, monitor=None,
                                             enable_version_counter=False)]
@@ -30,4 +51,6 @@ def build_callbacks(cfg: RunConfig, files: RunFiles, epochs: int) -> list[Any]:
         callbacks.append(EMAWeightAveraging(decay=cfg.ema_decay))
     elif cfg.swa:
         callbacks.append(LateSWA(start_epoch=max(0, int(epochs * 0.75) - 1)))
+    if cfg.stages > 1 or cfg.frozen_fraction > 0:
+        callbacks.append(StagedUnfreeze(cfg.stages, epochs, cfg.frozen_fraction, cfg.stage_lr_decay))
     return callbacks

@@ -78,7 +78,7 @@ class LitClassifier(pl.LightningModule):
     def configure_optimizers(self):
         cfg = self.cfg
         groups = [
-            {"params": [p for p in self.net.backbone.parameters() if p.requires_grad], "lr": cfg.lr * cfg.backbone_lr_mult},
+            {"params": list(self.net.backbone.parameters()), "lr": cfg.lr * cfg.backbone_lr_mult},
             {"params": list(self.net.head.parameters()), "lr": cfg.lr},
         ]
         if cfg.optimizer == "sgd":

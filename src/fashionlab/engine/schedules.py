@@ -4,7 +4,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 
-SCHEDULES = ("onecycle", "cosine", "step", "constant")
+SCHEDULES = ("onecycle", "cosine", "step", "cyclic", "constant")
 
 
 def lr_lambda(schedule: str, total_steps: int, warmup_steps: int = 0, step_every: int = 1,
@@ -13,7 +13,8 @@ def lr_lambda(schedule: str, total_steps: int, warmup_steps: int = 0, step_every
 
     onecycle: linear rise from 1/25 to 1 over ``pct_start`` of the steps, then cosine to ~0 (Smith's
     one-cycle without momentum cycling). cosine: optional linear warm-up, then cosine to 0.
-    step: x0.1 every ``step_every`` steps. constant: 1. Robust to tiny step counts.
+    step: x0.1 every ``step_every`` steps. cyclic: triangular cycles between 0.1 and 1 with a
+    half-cycle of ``step_every`` steps (Smith's CLR). constant: 1. Robust to tiny step counts.
     """
     total = max(1, total_steps)
     if schedule == "onecycle":
@@ -34,6 +35,9 @@ def lr_lambda(schedule: str, total_steps: int, warmup_steps: int = 0, step_every
             return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warmup_steps) / max(1, total - warmup_steps))))
         if schedule == "step":
             return 0.1 ** (step // max(1, step_every))
+        if schedule == "cyclic":
+            position = (step - warmup_steps) / max(1, step_every)
+            return 0.1 + 0.9 * (1 - abs(position % 2 - 1))
         return 1.0
 
     return factor

@@ -139,6 +139,11 @@ def test_soft_argmax_recovers_gaussian_centre() -> None:
     assert torch.allclose(maps.flatten(2).sum(-1), torch.ones(1, 2))
     found = soft_argmax(torch.log(maps.clamp_min(1e-30)), stride)
     assert (found - centre).norm(dim=-1).max() < 0.5
+    windowed = soft_argmax(torch.log(maps.clamp_min(1e-30)), stride, radius=4)
+    assert (windowed - centre).norm(dim=-1).max() < 0.5
+    junk = torch.log(0.7 * maps + 0.3 / 256)  # 30 % of the mass spread evenly pulls the whole-map estimate
+    assert (soft_argmax(junk, stride, radius=4) - centre).norm(dim=-1).max() < 0.5
+    assert (soft_argmax(junk, stride) - centre).norm(dim=-1).max() > 2.0
     assert (argmax_quarter(torch.log(maps.clamp_min(1e-30)), stride) - centre).abs().max() <= stride * 0.5
 
 
@@ -153,7 +158,8 @@ def test_masked_losses_ignore_weight_zero_points() -> None:
     assert torch.allclose(heatmap_loss(logits, xy, weight, 4, 1.5), heatmap_loss(logits, moved, weight, 4, 1.5))
     coords = torch.rand(2, 24, 2)
     for kind in ("l1", "mse"):
-        assert torch.allclose(regression_loss(coords, xy, weight, 32, kind), regression_loss(coords, moved, weight, 32, kind))
+        assert torch.allclose(regression_loss(coords, xy, weight, 32, kind),
+                              regression_loss(coords, moved, weight, 32, kind))
     assert heatmap_loss(logits, xy, torch.zeros(2, 24), 4, 1.5) == 0
 
 

@@ -159,6 +159,117 @@ def evaluate(
 
 
 @app.command()
+def index(
+    task: str = typer.Argument(..., help="retrieval"),
+    weights: list[Path] = typer.Option(..., help="Embedding model(s); several are fused."),
+    gallery: Path = typer.Option(..., help="Items CSV (its shop rows) or an image folder."),
+    out: Path = typer.Option(..., help="Index folder."),
+    kind: str = typer.Option("flat", help="flat (exact inner product) | ivf | hnsw"),
+    fusion: str = typer.Option("concat", help="Several models: concat | mean of normalised embeddings."),
+    tta: str = typer.Option("flip", help="none | flip"),
+    device: str = typer.Option("auto"),
+) -> None:
+    """Embed a gallery and build a FAISS index (ids and categories stored beside it)."""
+    _only(task, "retrieval")
+    from .tasks.retrieval.search import build_index
+
+    path = build_index(weights if len(weights) > 1 else weights[0], gallery, out, kind=kind, fusion=fusion, tta=tta,
+                       device=device)
+    console.print(f"wrote index {path}")
+
+
+@app.command()
+def search(
+    task: str = typer.Argument(..., help="retrieval"),
+    index_dir: Path = typer.Option(..., "--index", help="Index folder from `fashionlab index`."),
+    query: Path = typer.Option(..., help="An image, a folder, or an items CSV (its consumer rows)."),
+    top: int = typer.Option(10),
+    out: Optional[Path] = typer.Option(None, help="Write the ranking CSV query_id,gallery_ids."),
+    category: Optional[str] = typer.Option(None, help="Search one category only; 'auto' = predicted."),
+    device: str = typer.Option("auto"),
+) -> None:
+    """Rank the gallery for each query image."""
+    _only(task, "retrieval")
+    from .tasks.retrieval.search import search as run_search
+
+    results = run_search(index_dir, query, top=top, out=out, category=category, device=device)
+    if out is not None:
+        console.print(f"wrote {out} ({len(results)} queries)")
+        return
+    for query_id, ids, scores in results:
+        print(query_id + "\t" + " ".join(f"{i}:{s:.3f}" for i, s in zip(ids, scores)))
+
+
+@app.command()
+def thresholds(
+    task: str = typer.Argument(..., help="styles"),
+    pred: Path = typer.Option(..., help="Validation/OOF PROBS CSV image,<labels>."),
+    truth: Path = typer.Option(..., help="Label CSV image,<labels> of 0/1."),
+    out: Path = typer.Option(Path("thresholds.json")),
+    method: str = typer.Option("greedy", help="greedy | lbfgs | none"),
+) -> None:
+    """Tune per-label thresholds that maximise sample F2 (styles); predict/evaluate read the JSON."""
+    _only(task, "styles")
+    from .tasks.styles.thresholds import tune_thresholds_files
+
+    result = tune_thresholds_files(pred, truth, out, method)
+    console.print(f"F2 {result['f2_before']:.4f} at 0.5 -> {result['f2_after']:.4f} tuned on {result['images']} "
+                  f"images; wrote {out}")
+
+
+@app.command()
+def ensemble(
+    task: str = typer.Argument(..., help="styles | classify"),
+    pred: list[Path] = typer.Option(..., help="OOF/val probability CSV of one model; repeat."),
+    out: Path = typer.Option(Path("ensemble.csv")),
+    method: str = typer.Option("mean", help="mean | weighted | vote | top_n | stack"),
+    truth: Optional[Path] = typer.Option(None, help="Labels of the OOF rows (scores, top_n, stack)."),
+    weight: list[float] = typer.Option([], "--weight", help="One per --pred (weighted)."),
+    test: list[Path] = typer.Option([], "--test", help="Test probabilities, same model order."),
+    test_out: Optional[Path] = typer.Option(None, "--test-out"),
+    thresholds_json: list[Path] = typer.Option([], "--thresholds", help="Per-model JSON for vote."),
+    corr_threshold: float = typer.Option(0.9, "--corr-threshold"),
+    top_n: int = typer.Option(2, "--top-n"),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Combine several runs' probability CSVs; prunes models correlated above --corr-threshold."""
+    from .engine.ensemble import ensemble_files
+
+    result = ensemble_files(pred, out, method, truth, weight or None, test or None, test_out, corr_threshold, top_n,
+                            task, thresholds_json or None)
+    if as_json:
+        print(json.dumps(result))
+        return
+    console.print(f"kept {len(result['kept'])}/{len(result['models'])} models; wrote {out}")
+    for how, value in result.get("scores", {}).items():
+        console.print(f"  {how:<9} {result['metric']} = {value:.4f}")
+
+
+preview_app = typer.Typer(no_args_is_help=True, help="Visual checks of augmentations.")
+app.add_typer(preview_app, name="preview")
+
+
+@preview_app.command("recolour")
+def preview_recolour(
+    source: Path = typer.Option(..., help="Image folder or image."),
+    out: Path = typer.Option(Path("recolour.png")),
+    masks: Optional[Path] = typer.Option(None, help="Folder of garment masks <stem>.png (else GrabCut)."),
+    n: int = typer.Option(8, help="Images in the grid."),
+    variants: int = typer.Option(4),
+    seed: int = typer.Option(0),
+) -> None:
+    """PNG grid: original, garment mask, recoloured variants."""
+    from .data.recolour import preview_recolour as make_grid
+
+    console.print(f"wrote {make_grid(source, out, variants, masks, seed, max_images=n)}")
+
+
+def _only(task: str, expected: str) -> None:
+    if task != expected:
+        raise FashionlabError(f"this verb is for the {expected} task, not '{task}'")
+
+
+@app.command()
 def report(run: Path = typer.Argument(..., help="Run folder.")) -> None:
     """Write RUN/report.html: config, data, curves, metrics and plots in one file."""
     console.print(f"wrote {api.report(run)}")

@@ -22,6 +22,7 @@ class RunConfig(BaseModel):
     val_fraction: float = Field(0.2, ge=0.0, lt=1.0)
     val_data: str = ""  # a separate validation folder/file; overrides val_fraction
     seed: int = 0
+    split_seed: int | None = None  # seed of the train/val split (default: seed); fix it to compare models
     folds: int = Field(0, ge=0)  # K-fold: K models in RUN/fold<k>/, out-of-fold probabilities in RUN/oof.csv
     fold: int = Field(0, ge=0)  # which fold this run validates on (set by the K-fold driver)
     test: str = ""  # K-fold: images to predict with every fold model; averaged into RUN/test.csv
@@ -85,6 +86,11 @@ class RunConfig(BaseModel):
         if value and not Path(value).exists():
             raise ValueError(f"data path '{value}' does not exist")
         return value
+
+    @property
+    def data_seed(self) -> int:
+        """The seed of the train/val (or fold) split."""
+        return self.seed if self.split_seed is None else self.split_seed
 
 
 def _format_validation(err: ValidationError, source: str, cls: type[RunConfig] = RunConfig) -> str:

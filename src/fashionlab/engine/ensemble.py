@@ -175,13 +175,14 @@ def _folds(truth: np.ndarray, multilabel: bool, n_folds: int, seed: int) -> list
     return list(KFold(n_splits=n_folds, shuffle=True, random_state=seed).split(x))
 
 
-def _xgb(seed: int, **kwargs: Any):
+def _xgb(seed: int, rows: int, **kwargs: Any):
+    """100 trees of depth 3; 2 threads only on large inputs (thread overhead dominates small ones)."""
     try:
         from xgboost import XGBClassifier
     except ImportError:
         raise FashionlabError("ensemble method 'stack' needs xgboost: pip install xgboost") from None
-    return XGBClassifier(n_estimators=100, max_depth=3, learning_rate=0.1, n_jobs=2, random_state=seed,
-                         verbosity=0, **kwargs)
+    return XGBClassifier(n_estimators=100, max_depth=3, learning_rate=0.1, n_jobs=2 if rows >= 10000 else 1,
+                         random_state=seed, verbosity=0, **kwargs)
 
 
 def _fit_predict(x: np.ndarray, y: np.ndarray, parts: list[np.ndarray], width: int, seed: int) -> list[np.ndarray]:
@@ -193,7 +194,7 @@ def _fit_predict(x: np.ndarray, y: np.ndarray, parts: list[np.ndarray], width: i
         const[int(classes[0]) if width > 1 else 0] = 1.0 if width > 1 else float(classes[0])
         return [np.tile(const, (len(p), 1)) for p in parts]
     code = {c: i for i, c in enumerate(classes)}
-    model = _xgb(seed, **({"objective": "binary:logistic"} if width == 1 else {"objective": "multi:softprob"}))
+    model = _xgb(seed, len(x), **({"objective": "binary:logistic"} if width == 1 else {"objective": "multi:softprob"}))
     model.fit(x, np.array([code[v] for v in y]))
     out = []
     for p in parts:

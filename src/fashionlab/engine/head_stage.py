@@ -34,13 +34,17 @@ class HeadStageResult:
 @torch.no_grad()
 def extract_features(net: ClassifierNet, data: LabelledSet, imgsz: int, mean, std, batch: int, workers: int,
                      device: str) -> torch.Tensor:
-    dataset = ImageDataset(data.paths, list(range(len(data))), eval_transform(imgsz, mean, std))
+    unique = list(dict.fromkeys(data.paths))  # resampled sets repeat images: extract each once
+    position = {path: i for i, path in enumerate(unique)}
+    dataset = ImageDataset(unique, list(range(len(unique))), eval_transform(imgsz, mean, std))
     net.backbone.eval().to(device)
     fmt = torch.channels_last if next(net.backbone.parameters()).is_contiguous(memory_format=torch.channels_last) \
         else torch.contiguous_format
     chunks = [net.backbone(images.to(device).contiguous(memory_format=fmt)).float().cpu()
               for images, _ in make_loader(dataset, batch, workers)]
-    return torch.cat(chunks) if chunks else torch.zeros(0, net.head.heads[0].in_features)
+    if not chunks:
+        return torch.zeros(0, net.head.neck_features)
+    return torch.cat(chunks)[torch.as_tensor([position[p] for p in data.paths], dtype=torch.long)]
 
 
 def _head_probs(net: ClassifierNet, feats: torch.Tensor, task_index: torch.Tensor,

@@ -163,8 +163,14 @@ def train(cfg: RunConfig, resume: bool = False) -> TrainResult:
         log.info("head stage: best %s %.4f at epoch %d", task.metric, head.best_metric, head.best_epoch)
 
     def loaders():
-        train_ds = ImageDataset(train_set.paths, _targets(train_set), train_transform(
-            cfg.imgsz, mean, std, cfg.scale_min, cfg.hflip, cfg.color_jitter))
+        train_tf = train_transform(cfg.imgsz, mean, std, cfg.scale_min, cfg.hflip, cfg.color_jitter)
+        if getattr(cfg, "recolour", 0.0) > 0:  # garment recolouring (styles option), before the usual transform
+            from ..data.recolour import Recolour, RecolourDataset
+
+            recolour = Recolour(cfg.recolour, mask_dir=cfg.recolour_masks or None, seed=cfg.seed)
+            train_ds = RecolourDataset(train_set.paths, _targets(train_set), train_tf, recolour)
+        else:
+            train_ds = ImageDataset(train_set.paths, _targets(train_set), train_tf)
         val_ds = ImageDataset(val_set.paths, _targets(val_set), eval_transform(cfg.imgsz, mean, std))
         return (make_loader(train_ds, cfg.batch, cfg.workers, shuffle=True, drop_last=len(train_ds) > cfg.batch),
                 make_loader(val_ds, cfg.batch * 2, cfg.workers))

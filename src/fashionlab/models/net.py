@@ -31,7 +31,7 @@ class MultiHead(nn.Module):
 
     def __init__(self, in_features: int, sizes: list[int], kind: str = "linear", hidden: int = 0) -> None:
         super().__init__()
-        self.sizes, self.kind, self.hidden = list(sizes), kind, hidden
+        self.sizes, self.kind, self.hidden, self.neck_features = list(sizes), kind, hidden, in_features
         self.width = max(sizes)
         self.neck = SEGate(in_features) if kind == "se" else nn.Identity()
         self.heads = nn.ModuleList(_task_head(in_features, n, hidden) for n in sizes)

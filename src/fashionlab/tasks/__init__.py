@@ -11,6 +11,7 @@ TASKS: dict[str, str] = {
     "classify": "fashionlab.tasks.classify.task:ClassifyTask",
     "keypoints": "fashionlab.tasks.keypoints.task:KeypointsTask",
     "retrieval": "fashionlab.tasks.retrieval.task:RetrievalTask",
+    "styles": "fashionlab.tasks.styles.task:StylesTask",
 }
 
 

@@ -122,8 +122,8 @@ class Task:
     def split(self, cfg: RunConfig, strata: list[str]) -> tuple[np.ndarray, np.ndarray]:
         """Train/val indices: fold ``cfg.fold`` of ``cfg.folds`` when K-fold is on, else a held-out share."""
         if cfg.folds > 1:
-            return stratified_kfold(strata, cfg.folds, cfg.fold, cfg.seed)
-        return stratified_split(strata, cfg.val_fraction, cfg.seed)
+            return stratified_kfold(strata, cfg.folds, cfg.fold, cfg.data_seed)
+        return stratified_split(strata, cfg.val_fraction, cfg.data_seed)
 
 
 def one_hot_targets(task_index: np.ndarray, labels: np.ndarray, width: int) -> np.ndarray:

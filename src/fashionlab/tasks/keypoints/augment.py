@@ -108,6 +108,7 @@ class KeypointAugment:
         info = torch.utils.data.get_worker_info()
         if info is not None and info.seed != self._worker:
             self._worker = info.seed
+            cv2.setNumThreads(1)  # the workers already run in parallel; OpenCV threads would oversubscribe
             seed = int(info.seed % 2**32)
             self.pipeline.set_random_seed(seed)
             self.rng = np.random.default_rng(seed)

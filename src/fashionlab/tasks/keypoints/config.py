@@ -25,6 +25,7 @@ class KeypointsConfig(RunConfig):
     head_channels: int = Field(64, ge=8, le=512)  # FPN width of the heatmap head
     sigma: float = Field(1.5, gt=0, le=10)  # Gaussian target spread, in heatmap cells
     decode: Literal["soft_argmax", "argmax"] = "soft_argmax"
+    decode_radius: int = Field(4, ge=0, le=64)  # soft-argmax window around the peak, in cells; 0 = whole map
     regression_loss: Literal["l1", "mse"] = "l1"
     # data
     categories: list[str] = Field(default_factory=list)  # train on these categories only (default: all five)

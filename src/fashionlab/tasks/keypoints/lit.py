@@ -58,7 +58,7 @@ class LitKeypoints(pl.LightningModule):
     def validation_step(self, batch, batch_idx: int) -> None:
         images, target = batch
         cfg = self.cfg
-        xy = decode(self(images), cfg.head, cfg.imgsz, cfg.output_stride, cfg.decode)
+        xy = decode(self(images), cfg.head, cfg.imgsz, cfg.output_stride, cfg.decode, cfg.decode_radius)
         coords = to_image_coords(xy, target["box"], cfg.imgsz).cpu().numpy()
         self._val_coords[target["index"].cpu().numpy()] = coords
 

@@ -2,8 +2,9 @@
 
 Heatmap head: per point a spatial softmax over the ``h x w`` cells, trained with cross-entropy against
 a normalised Gaussian centred on the point (reported as KL, i.e. minus the target's entropy, so a
-perfect map scores 0). Decoded by soft-argmax (expected cell centre under the softmax) or argmax with
-a quarter-cell shift towards the larger neighbour. Regression head: normalised coordinates with L1 or
+perfect map scores 0). Decoded by soft-argmax (expected cell centre under the softmax, by default
+within ``decode_radius`` cells of the peak) or argmax with a quarter-cell shift towards the larger
+neighbour. Regression head: normalised coordinates with L1 or
 MSE. Every loss is a weighted mean over points: weight 0 (not applicable, occluded when not trained,
 outside the view) removes a point entirely.
 
@@ -61,13 +62,24 @@ def keypoint_loss(output: torch.Tensor, target: dict, head: str, imgsz: int, str
     return regression_loss(output, target["xy"], target["weight"], imgsz, regression_kind)
 
 
-def soft_argmax(logits: torch.Tensor, stride: float) -> torch.Tensor:
+def soft_argmax(logits: torch.Tensor, stride: float, radius: int = 0) -> torch.Tensor:
     """Expected cell centre under each map's softmax: [B, K, h, w] -> [B, K, 2] continuous pixels.
 
-    Exact for a Gaussian away from the border; within about 3 sigma of the border the truncated
-    Gaussian pulls the estimate inwards (0.7 px for sigma = 1.5 cells at 2.4 cells from the edge)."""
+    ``radius`` > 0 restricts the softmax to the cells within ``radius`` (Chebyshev) of the best cell.
+    The whole-map version is pulled towards the map's centre by any probability mass far from the peak
+    (measured on the synthetic set after 2 CPU epochs: val NE 0.90 whole-map vs 0.47 for argmax), the
+    windowed one keeps the peak and still refines below the cell size. Exact for a Gaussian away from
+    the border; within about 3 sigma of the border the truncated Gaussian pulls the estimate inwards
+    (0.7 px for sigma = 1.5 cells at 2.4 cells from the edge)."""
     b, k, h, w = logits.shape
-    p = F.softmax(logits.float().flatten(2), dim=-1).view(b, k, h, w)
+    flat = logits.float().flatten(2)
+    if radius > 0:
+        best = flat.argmax(-1)
+        iy, ix = (best // w)[..., None], (best % w)[..., None]
+        cells = torch.arange(h * w, device=logits.device)
+        near = ((cells // w - iy).abs() <= radius) & ((cells % w - ix).abs() <= radius)
+        flat = flat.masked_fill(~near, float("-inf"))
+    p = F.softmax(flat, dim=-1).view(b, k, h, w)
     x = (p.sum(2) * _grid(w, stride, logits)).sum(-1)
     y = (p.sum(3) * _grid(h, stride, logits)).sum(-1)
     return torch.stack([x, y], -1)
@@ -91,11 +103,12 @@ def argmax_quarter(logits: torch.Tensor, stride: float) -> torch.Tensor:
     return torch.stack([(ix + 0.5 + dx) * stride, (iy + 0.5 + dy) * stride], -1)
 
 
-def decode(output: torch.Tensor, head: str, imgsz: int, stride: float, method: str = "soft_argmax") -> torch.Tensor:
-    """Model output -> [B, K, 2] continuous input pixels."""
+def decode(output: torch.Tensor, head: str, imgsz: int, stride: float, method: str = "soft_argmax",
+           radius: int = 0) -> torch.Tensor:
+    """Model output -> [B, K, 2] continuous input pixels (``radius``: soft-argmax window, 0 = whole map)."""
     if head == "regression":
         return output.float() * imgsz
-    return soft_argmax(output, stride) if method == "soft_argmax" else argmax_quarter(output, stride)
+    return soft_argmax(output, stride, radius) if method == "soft_argmax" else argmax_quarter(output, stride)
 
 
 def unflip(output: torch.Tensor, head: str) -> torch.Tensor:

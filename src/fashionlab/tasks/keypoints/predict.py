@@ -47,7 +47,7 @@ def predict_pass(model: LoadedKeypoints, records: KeypointRecords, tta: str = "n
         outputs = [net(images)]
         if tta == "flip":
             outputs.append(unflip(net(images.flip(-1)), head))
-        xy = decode(merge_views(outputs, head), head, imgsz, stride, method or spec["decode"])
+        xy = decode(merge_views(outputs, head), head, imgsz, stride, method or spec["decode"], spec["decode_radius"])
         coords[target["index"].numpy()] = to_image_coords(xy, target["box"], imgsz).cpu().numpy()
     return clip_to_images(coords, records.sizes)
 
@@ -104,6 +104,7 @@ def predict_keypoint_files(weights: Path, source: Path, out: Path, tta: str = "n
             count[rows] += 1
     if (count == 0).any():
         i = int(np.argmax(count == 0))
+        covered = sorted({c for m in models for c in m.spec["categories"]})
         raise FashionlabError(f"{source}: no model for category '{records.categories[i]}' of '{records.ids[i]}' "
-                              f"(models in {weights} cover {sorted({c for m in models for c in m.spec['categories']})})")
+                              f"(models in {weights} cover {covered})")
     return write_keypoints_csv(out, records.ids, records.categories, total / count[:, None, None])

@@ -48,7 +48,8 @@ def load_data(cfg: KeypointsConfig) -> tuple[KeypointRecords, KeypointRecords]:
         train, val = records, read_records(Path(cfg.val_data), cfg.categories, cfg.skip_bad)
     else:
         train, val = split_records(records, cfg.val_fraction, cfg.seed)
-    train, val = train.subset(check_images(train.paths, cfg.skip_bad)), val.subset(check_images(val.paths, cfg.skip_bad))
+    train = train.subset(check_images(train.paths, cfg.skip_bad))
+    val = val.subset(check_images(val.paths, cfg.skip_bad))
     if not len(train):
         raise FashionlabError(f"{cfg.data}: no training rows left")
     if not len(val):

@@ -118,7 +118,7 @@ def read_index(index: Path) -> tuple[Any, dict[str, Any], list[str], list[str]]:
     return loaded, meta, [r["id"] for r in rows], [r["category"] for r in rows]
 
 
-def _search_params(faiss, index, meta: dict[str, Any], allowed: np.ndarray | None, nprobe: int | None,
+def _search_params(faiss, meta: dict[str, Any], allowed: np.ndarray | None, nprobe: int | None,
                    ef_search: int | None):
     sel = faiss.IDSelectorBatch(allowed.astype(np.int64)) if allowed is not None else None
     kwargs = {"sel": sel} if sel is not None else {}
@@ -155,8 +155,9 @@ def search(index: Path, query: Path, top: int = 10, out: Path | None = None, wei
                               f"weights {', '.join(str(m.path) for m in models)} are model {found}; rebuild the index "
                               "with these weights or search with the index's own")
     table = read_images(Path(query), "query", root)
-    want = _query_categories(category, models, table.paths, meta, categories, batch, workers, device)
-    vectors = embed_fused(models, table.paths, meta["tta"], meta["fusion"], batch, workers, device)
+    want, own = _query_categories(category, models, table.paths, meta, categories, batch, workers, device)
+    vectors = own if own is not None and len(models) == 1 else \
+        embed_fused(models, table.paths, meta["tta"], meta["fusion"], batch, workers, device)
     if vectors.shape[1] != loaded.d:
         raise FashionlabError(f"{index}: index dimension {loaded.d} != query embedding dimension {vectors.shape[1]}")
     results: list[Result] = [("", [], [])] * len(table)
@@ -165,7 +166,7 @@ def search(index: Path, query: Path, top: int = 10, out: Path | None = None, wei
         groups.setdefault(c, []).append(i)
     for cat, rows in groups.items():
         allowed = None if cat is None else np.flatnonzero(np.array(categories) == cat)
-        params, _sel = _search_params(faiss, loaded, meta, allowed, nprobe, ef_search)
+        params, _sel = _search_params(faiss, meta, allowed, nprobe, ef_search)  # keep sel alive while searching
         k = min(top, loaded.ntotal if allowed is None else len(allowed))
         scores, found_idx = loaded.search(vectors[rows], k, params=params) if k else (None, None)
         for j, row in enumerate(rows):
@@ -177,21 +178,22 @@ def search(index: Path, query: Path, top: int = 10, out: Path | None = None, wei
 
 
 def _query_categories(category: str | None, models, paths, meta, categories: list[str], batch: int,
-                      workers: int, device: str) -> list[str | None]:
-    """The gallery category each query is restricted to (None: no restriction)."""
+                      workers: int, device: str) -> tuple[list[str | None], np.ndarray | None]:
+    """The gallery category each query is restricted to (None: no restriction), and with ``auto`` the
+    embeddings computed on the way (so a single model embeds the queries once)."""
     if category is None or category == "":
-        return [None] * len(paths)
+        return [None] * len(paths), None
     known = sorted({c for c in categories if c})
     if not known:
         raise FashionlabError(f"category '{category}': the index's gallery has no categories")
     if category != "auto":
         if category not in known:
             raise FashionlabError(f"category '{category}' is not in the gallery; categories: {', '.join(known)}")
-        return [category] * len(paths)
+        return [category] * len(paths), None
     model = next((m for m in models if m.categories), None)
     if model is None:
         raise FashionlabError("category 'auto' needs a model trained with a category head (items CSV with a "
                               "category column and category_head: true)")
-    _, probs = embed_paths(model, paths, meta["tta"], batch, workers, device, with_categories=True)
+    vectors, probs = embed_paths(model, paths, meta["tta"], batch, workers, device, with_categories=True)
     names = model.categories
-    return [names[int(p.argmax())] if names[int(p.argmax())] in known else None for p in probs]
+    return [names[int(p.argmax())] if names[int(p.argmax())] in known else None for p in probs], vectors

@@ -1,0 +1,67 @@
+"""retrieval: JD street-to-shop — find the shop images of the item in a consumer photo; scored by mAP@10.
+
+``fashionlab train retrieval --data items.csv --out RUN``, ``fashionlab predict retrieval --weights
+RUN/weights/best.pt --source items.csv --out RANKS.csv`` (consumer rows ranked against shop rows) and
+``fashionlab evaluate retrieval --pred RANKS.csv --truth matches.csv`` reach this task through
+``Task.fit``, ``Task.predict_files`` and metric.py. The folder, one idea per module:
+
+config.py    RetrievalConfig (branches, embed_dim, stripes, rings, triplet_weight, margin, k_per_item, ...)
+data.py      items CSV / folder / image readers with line-numbered errors, split by item, PK sampler
+features.py  timm features_only last stage with the offline ImageNet weights
+model.py     global / stripe / ring part pooling, part embeddings + ID heads, weights file
+             (format fashionlab-retrieval-1)
+loss.py      sum of part cross-entropies + batch-hard triplet + category CE
+embed.py     embeddings with flip TTA and multi-model fusion, exact ranking, RANKS writer
+search.py    FAISS index (flat / ivf / hnsw) build and search, category restriction, model-id check
+lit.py, train.py  the Lightning loop and the run folder;  plots.py  query -> top-k figure
+metric.py    mAP@10 / recall@k and the RANKS/MATCHES readers (owned separately)
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from ...engine.trainer import resolve_device
+from ...errors import FashionlabError
+from ..base import Task
+from .config import RetrievalConfig
+
+TOP = 10  # ids written per query: the competition scores mAP@10
+
+
+class RetrievalTask(Task):
+    name = "retrieval"
+    metric = "map@10"
+    config_class = RetrievalConfig
+
+    def fit(self, cfg: RetrievalConfig, resume: bool = False) -> Any:  # type: ignore[override]
+        from .train import train_retrieval
+
+        return train_retrieval(cfg, resume=resume)
+
+    def predict_files(self, weights: Path, source: Path, out: Path, tta: str = "none", batch: int = 64,
+                      workers: int = 2, device: str = "auto") -> Path:
+        """Rank the shop images of the items CSV ``source`` for each of its consumer images; write RANKS.
+
+        ``weights``: a best.pt, a run folder, or a folder of runs (their embeddings concatenated).
+        """
+        from .data import read_images
+        from .embed import embed_fused, load_models, rank_exact, write_ranks
+
+        if Path(source).suffix.lower() != ".csv":
+            raise FashionlabError(f"{source}: predict retrieval needs an items CSV (image,item_id,domain); for "
+                                  "a folder of queries build an index and use search")
+        device = resolve_device(device)
+        models = load_models(weights, device)
+        gallery = read_images(Path(source), "gallery")
+        queries = read_images(Path(source), "query")
+        if not any(gallery.domains):
+            raise FashionlabError(f"{source}: no domain column; predict ranks its consumer rows against its shop rows")
+        g = embed_fused(models, gallery.paths, tta, "concat", batch, workers, device)
+        q = embed_fused(models, queries.paths, tta, "concat", batch, workers, device)
+        idx, scores = rank_exact(q, g, TOP)
+        results = [(qid, [gallery.ids[j] for j in row], s.tolist()) for qid, row, s in zip(queries.ids, idx, scores)]
+        return write_ranks(Path(out), results)
+
+
+__all__ = ["RetrievalConfig", "RetrievalTask"]

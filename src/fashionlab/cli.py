@@ -42,7 +42,7 @@ def version() -> None:
 
 @app.command()
 def train(
-    task: str = typer.Argument(..., help="attributes | classify"),
+    task: str = typer.Argument(..., help="attributes | classify | styles | keypoints | retrieval"),
     config: Optional[Path] = typer.Argument(None, help="YAML config; options below override it."),
     data: Optional[str] = typer.Option(None, help="Training data (folder or label file)."),
     out: Optional[str] = typer.Option(None, help="Run folder."),
@@ -99,7 +99,7 @@ def predict(
     weights: list[Path] = typer.Option(..., help="best.pt or run folder; repeat for an ensemble."),
     source: Path = typer.Option(..., help="Image folder, image, or list file."),
     out: Path = typer.Option(Path("predictions.csv"), help="Output CSV."),
-    tta: str = typer.Option("none", help="none | flip | 5crop | 10crop"),
+    tta: str = typer.Option("none", help="none | flip | 5crop | 10crop (keypoints, retrieval: none | flip)"),
     combine: str = typer.Option("mean", help="Several weights: mean | vote | confidence (weighted vote)."),
     batch: int = typer.Option(64),
     workers: int = typer.Option(2),

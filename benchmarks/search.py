@@ -1,13 +1,19 @@
 """FAISS search at gallery scale: exact (IndexFlatIP) vs approximate (HNSW, IVF) on random unit vectors.
 
-For each index: build time, memory (process RSS delta over the build), per-query latency (batches of
-one query, median and p95 over ``--queries`` queries) and recall@10 against the exact top 10.
-Queries are fresh random unit vectors: the worst case for an index (in 256 dimensions a random
-point's true neighbours are barely closer than everything else; real embeddings cluster and are
-easier). The approximate indexes are tuned on separate tuning queries: the smallest ``nprobe`` (IVF)
-/ ``efSearch`` (HNSW) whose recall@10 reaches ``--target-recall`` is then measured on the evaluation
+For each index: build time, memory (process RSS delta over the build, and the serialized index
+size), per-query latency (batches of one query, median and p95 over ``--queries`` queries) and
+recall@10 against the exact top 10. The
+approximate indexes are tuned on separate tuning queries: the smallest ``nprobe`` (IVF) /
+``efSearch`` (HNSW) whose recall@10 reaches ``--target-recall`` is then measured on the evaluation
 queries. Builds use ``--threads``; latency is measured at each of ``--latency-threads`` (on a machine
 shared with other jobs one thread per query can beat two: OpenMP threads wait for a busy core).
+
+``--data iid`` (default): i.i.d. random unit vectors and fresh random queries — the worst case for
+any index: in 256 dimensions a random point's 10 nearest neighbours are barely closer than the rest
+of the million, so a graph or a coarse quantiser finds them only by visiting most of the data.
+``--data clustered``: ``--clusters`` random centres, every vector a centre plus noise (cosine
+``--spread`` to its centre) and every query a fresh member of a random cluster — what gallery
+embeddings look like (several photos per item, low intrinsic dimension).
 
     python benchmarks/search.py                  # 1,000,000 vectors (several minutes, ~4 GB RAM)
     python benchmarks/search.py --n 100000 --json /tmp/search.json
@@ -100,25 +106,43 @@ def build(kind: str, xb: np.ndarray, args: argparse.Namespace) -> tuple[faiss.In
     return index, time.perf_counter() - clock, rss_mb() - before
 
 
+def index_mb(index: faiss.Index) -> float:
+    """Serialized size of the index: vectors plus graph links / list ids (what a save to disk holds)."""
+    return faiss.serialize_index(index).nbytes / 2**20
+
+
 def measure(index: faiss.Index, label: str, param: str, build_s: float, mem: float, queries: np.ndarray,
             truth: np.ndarray, threads: list[int], extra: dict | None = None) -> list[dict]:
-    rows = []
+    rows, size = [], index_mb(index)
     for n_threads in threads:
         faiss.omp_set_num_threads(n_threads)
         med, p95, found = latency_ms(index, queries)
-        rows.append({"index": label, "param": param, "threads": n_threads, "build_s": build_s, "memory_mb": mem,
+        rows.append({"index": label, "param": param, "threads": n_threads, "build_s": build_s, "rss_delta_mb": mem,
+                     "index_mb": size,
                      "median_ms": med, "p95_ms": p95, "recall@10": recall_at_k(found, truth), **(extra or {})})
         print({k: v for k, v in rows[-1].items() if k != "sweep"}, flush=True)
     return rows
+
+
+def make_data(args: argparse.Namespace, n: int, rng: np.random.Generator) -> np.ndarray:
+    """``n`` unit vectors: i.i.d. random, or members of the (seeded, shared) random clusters."""
+    if args.data == "iid":
+        return unit(rng.standard_normal((n, args.dim), dtype=np.float32))
+    centres = unit(np.random.default_rng(args.seed + 1).standard_normal((args.clusters, args.dim), dtype=np.float32))
+    sigma = np.sqrt((1 / args.spread ** 2 - 1) / args.dim)  # E cos(member, centre) = spread
+    out = np.empty((n, args.dim), dtype=np.float32)
+    for start in range(0, n, 100_000):
+        stop = min(n, start + 100_000)
+        out[start:stop] = centres[rng.integers(0, args.clusters, stop - start)]
+        out[start:stop] += rng.standard_normal((stop - start, args.dim), dtype=np.float32) * sigma
+    return unit(out)
 
 
 def run(args: argparse.Namespace) -> dict:
     threads = [int(t) for t in args.latency_threads.split(",")]
     faiss.omp_set_num_threads(args.threads)
     rng = np.random.default_rng(args.seed)
-    xb = unit(rng.standard_normal((args.n, args.dim), dtype=np.float32))
-    queries = unit(rng.standard_normal((args.queries, args.dim), dtype=np.float32))
-    tune_q = unit(rng.standard_normal((args.tune_queries, args.dim), dtype=np.float32))
+    xb, queries, tune_q = (make_data(args, n, rng) for n in (args.n, args.queries, args.tune_queries))
     flat, build_s, mem = build("flat", xb, args)
     truth, tune_truth = flat.search(queries, K)[1], flat.search(tune_q, K)[1]
     rows = measure(flat, "IndexFlatIP (exact)", "", build_s, mem, queries, truth, threads)
@@ -135,19 +159,23 @@ def run(args: argparse.Namespace) -> dict:
         rows += measure(index, label, param, build_s, mem, queries, truth, threads, {"sweep": sweep})
         del index
         gc.collect()
-    return {"n": args.n, "dim": args.dim, "build_threads": args.threads, "queries": args.queries,
+    data = "iid" if args.data == "iid" else f"clustered: {args.clusters:,} clusters, cosine {args.spread} to the centre"
+    return {"n": args.n, "dim": args.dim, "data": data, "build_threads": args.threads, "queries": args.queries,
             "tune_queries": args.tune_queries, "target_recall": args.target_recall, "faiss": faiss.__version__,
             "machine": platform.processor() or platform.machine(), "rows": rows}
 
 
 def markdown(result: dict) -> str:
-    lines = [f"{result['n']:,} × {result['dim']}-d random unit vectors; built with {result['build_threads']} "
-             f"threads; {result['queries']} single-query searches; faiss {result['faiss']}", "",
-             "| index | setting | search threads | build s | memory MiB | median ms/query | p95 ms | recall@10 |",
-             "|---|---|---:|---:|---:|---:|---:|---:|"]
+    lines = [f"{result['n']:,} × {result['dim']}-d random unit vectors ({result.get('data', 'iid')}); built with "
+             f"{result['build_threads']} threads; {result['queries']} single-query searches; faiss {result['faiss']}",
+             "",
+             "| index | setting | search threads | build s | RSS Δ MiB | index MiB | median ms/query | p95 ms "
+             "| recall@10 |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
     for r in result["rows"]:
         lines.append(f"| {r['index']} | {r['param'] or '—'} | {r['threads']} | {r['build_s']:.1f} | "
-                     f"{r['memory_mb']:.0f} | {r['median_ms']:.2f} | {r['p95_ms']:.2f} | {r['recall@10']:.3f} |")
+                     f"{r.get('rss_delta_mb', r.get('memory_mb', 0)):.0f} | {r.get('index_mb', float('nan')):.0f} | "
+                     f"{r['median_ms']:.2f} | {r['p95_ms']:.2f} | {r['recall@10']:.3f} |")
     return "\n".join(lines)
 
 
@@ -163,14 +191,19 @@ def main() -> None:
     parser.add_argument("--hnsw-m", type=int, default=32)
     parser.add_argument("--ef-construction", type=int, default=80)
     parser.add_argument("--nlist", type=int, default=0, help="IVF lists (0: sqrt(n))")
+    parser.add_argument("--data", choices=("iid", "clustered"), default="iid")
+    parser.add_argument("--clusters", type=int, default=50_000, help="clustered: number of centres")
+    parser.add_argument("--spread", type=float, default=0.8, help="clustered: cosine of a vector to its centre")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--table", type=Path, help="only print the table of a results JSON written earlier")
     parser.add_argument("--json", type=Path, default=Path(__file__).with_name("search_results.json"))
     args = parser.parse_args()
-    result = run(args)
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(result, indent=2) + "\n")
+    result = json.loads(args.table.read_text()) if args.table else run(args)
     print(markdown(result))
-    print(f"\nwrote {args.json}")
+    if not args.table:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(result, indent=2) + "\n")
+        print(f"\nwrote {args.json}")
 
 
 if __name__ == "__main__":

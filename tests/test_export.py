@@ -114,5 +114,5 @@ def test_bad_inputs_are_one_line_errors(exported, tmp_path: Path) -> None:
     (tmp_path / "junk.onnx").write_bytes(b"not onnx")
     with pytest.raises(FashionlabError, match="not a loadable ONNX model"):
         OnnxPredictor(tmp_path / "junk.onnx")
-    with pytest.raises(FashionlabError, match="runs on the CPU"):
+    with pytest.raises(FashionlabError, match="run on the CPU"):
         load_onnx(exported["onnx"], "cuda")

@@ -15,7 +15,7 @@ from fashionlab.tasks.retrieval.data import ItemTable, PKSampler, split_by_item,
 from fashionlab.tasks.retrieval.embed import LoadedRetrieval, embed_paths, rank_exact
 from fashionlab.tasks.retrieval.features import create_feature_map
 from fashionlab.tasks.retrieval.loss import batch_hard_triplet
-from fashionlab.tasks.retrieval.model import RetrievalNet, build_net, ring_masks, ring_pool, stripe_pool
+from fashionlab.tasks.retrieval.model import build_net, ring_masks, ring_pool, stripe_pool
 
 X = torch.arange(16.0).view(1, 1, 4, 4)  # rows 0..3 = [0 1 2 3], [4 5 6 7], [8 9 10 11], [12 13 14 15]
 SPEC = {"model": "test_efficientnet", "imgsz": 64, "embed_dim": 16, "stripes": [2, 3], "rings": 2,

@@ -301,6 +301,11 @@ def data_synth(
     console.print(f"wrote {api.synth(task, out, **kwargs)}")
 
 
+from . import cli_ship  # noqa: E402 - serve/export live in their own module
+
+cli_ship.register(app, console)
+
+
 def run() -> None:
     """Entry point: user errors become one red line and exit code 2, never a stack trace."""
     try:

@@ -42,6 +42,10 @@ def save_weights(path: Path, net: ClassifierNet, task: str, meta: TaskMeta, mode
 
 def load_weights(path: str | Path, device: str = "cpu") -> LoadedModel:
     path = Path(path)
+    if path.suffix.lower() == ".onnx":  # an exported model runs through the same predict path
+        from .export import load_onnx
+
+        return load_onnx(path, device)
     if not path.is_file():
         raise FashionlabError(f"{path}: weights file not found")
     try:

@@ -41,6 +41,12 @@ class LitClassifier(pl.LightningModule):
     def on_validation_epoch_start(self) -> None:  # runs right after the epoch's last training step
         self.train_images_per_s = self._epoch_images / max(1e-9, time.perf_counter() - self._epoch_clock)
 
+    def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
+        # Lightning only notes a SIGTERM; stop after this batch so `kill PID` ends the run cleanly
+        # (best.pt and last.ckpt stay usable; `--resume RUN` continues).
+        if getattr(self.trainer, "received_sigterm", False):
+            self.trainer.should_stop = True
+
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
         images, (task_index, targets) = batch
         self._epoch_images += len(images)

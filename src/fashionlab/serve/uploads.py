@@ -72,7 +72,7 @@ async def read_upload(request: Request, max_bytes: int) -> tuple[bytes, str]:
             data = await upload.read()
         finally:
             await form.close()
-        name = upload.filename or "upload"
+        name = (upload.filename or "upload")[-100:]
     if len(data) > max_bytes:
         raise _too_large(max_bytes)
     if not data:
@@ -100,7 +100,9 @@ def image_format(data: bytes, name: str = "upload", max_pixels: int = MAX_PIXELS
     except UnidentifiedImageError:
         raise UploadError(415, f"{name}: not an image format this server can read "
                                "(send JPEG, PNG, BMP, WebP or TIFF)") from None
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+    except Image.DecompressionBombError as exc:
+        raise UploadError(413, f"{name}: {exc}") from None
+    except (OSError, SyntaxError, ValueError) as exc:
         raise UploadError(400, f"{name}: cannot decode image ({exc})") from None
     if width * height > max_pixels:
         raise UploadError(413, f"{name}: image of {width}x{height} pixels exceeds the {max_pixels:,}-pixel limit")

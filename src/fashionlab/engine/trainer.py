@@ -11,6 +11,7 @@ import copy
 import logging
 import math
 import time
+import warnings
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -38,6 +39,9 @@ from .predictor import make_loader, predict_probs
 from .run_files import RunFiles
 
 log = logging.getLogger(__name__)
+# best.pt lives beside Lightning's last.ckpt on purpose; the pytree notice is Lightning's own business
+warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
+warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
 
 
 @dataclass

@@ -3,7 +3,9 @@
 Options of RunConfig that retrieval does not use: ``head_epochs``/``head_lr`` (no frozen-backbone
 stage: the part branches need feature maps, not pooled features), ``loss``/``focal_*``/``cost_*``,
 ``mixup``/``cutmix``/``mix_prob``, ``ema_decay``, ``swa``, ``save_top_k``, ``head``/``head_hidden``,
-``multitask``/``tasks``/``maybe_weight``.
+``multitask``/``tasks``/``maybe_weight``, and (for now) K-fold (``folds``/``fold``/``test``) and staged
+unfreezing (``stages``/``frozen_fraction``/``stage_lr_decay``). The split by item uses ``split_seed``
+when set, else ``seed``.
 """
 from __future__ import annotations
 

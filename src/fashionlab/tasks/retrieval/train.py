@@ -48,7 +48,7 @@ def load_data(cfg: RetrievalConfig) -> tuple[ItemTable, ItemTable]:
     if cfg.val_data:
         train, val = table, read_items(Path(cfg.val_data), cfg.root or None)
     else:
-        train, val = split_by_item(table, cfg.val_fraction, cfg.seed)
+        train, val = split_by_item(table, cfg.val_fraction, getattr(cfg, "data_seed", cfg.seed))  # split_seed or seed
     train, val = train.subset(check_images(train.paths, cfg.skip_bad)), val.subset(check_images(val.paths, cfg.skip_bad))
     if len(set(train.items)) < 2:
         raise FashionlabError(f"{cfg.data}: fewer than two training items left")

@@ -162,3 +162,16 @@ def test_kfold_writes_oof_for_every_image_and_test_average(class_folders: Path, 
     mtime = (run / "fold0" / "weights" / "best.pt").stat().st_mtime
     api.train("classify", data=str(class_folders), out=str(run), folds=3, epochs=0, **TINY)  # re-run: folds reused
     assert (run / "fold0" / "weights" / "best.pt").stat().st_mtime == mtime
+
+
+def test_attributes_per_task_models_route_rows(attributes_release: Path, tmp_path: Path) -> None:
+    run = tmp_path / "per_task"
+    results = api.train("attributes", data=str(attributes_release), out=str(run), epochs=0, multitask=False, **TINY)
+    assert sorted(r.run.name for r in results) == ["bright_labels", "colour_labels"]
+    assert load_weights(run / "colour_labels" / "weights" / "best.pt").meta.tasks == ["colour_labels"]
+    label = attributes_release / "Annotations" / "label.csv"
+    sub = api.predict("attributes", run, label, tmp_path / "sub.csv", tta="flip")
+    rows = [line.split(",") for line in sub.read_text().splitlines()]
+    assert len(rows) == 30
+    assert {len(r[2].split(";")) for r in rows if r[1] == "colour_labels"} == {3}
+    assert {len(r[2].split(";")) for r in rows if r[1] == "bright_labels"} == {2}

@@ -106,3 +106,5 @@ def test_tiny_train_predict_evaluate(tmp_path: Path) -> None:
     assert len(frame) == 24 and frame["image"].str.endswith(".jpg").all()
     val = pd.read_csv(result.run / "predictions" / "val.csv")
     assert list(val.columns) == header.split(",") and val.iloc[:, 1:].to_numpy().max() <= 1
+    for plot in ("thresholds.png", "per_label_f2.png"):
+        assert (result.run / "plots" / plot).read_bytes()[:4] == b"\x89PNG"

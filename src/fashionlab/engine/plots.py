@@ -121,3 +121,19 @@ def plot_bars(values: dict[str, float], out: Path, title: str, xlabel: str = "")
     ax.grid(axis="x", alpha=0.3)
     fig.tight_layout()
     return _save(fig, out)
+
+
+def plot_lines(x: list[float], series: dict[str, list[float]], out: Path, title: str, xlabel: str,
+               ylabel: str, marks: dict[str, float] | None = None) -> Path:
+    """Several curves over the same x (e.g. F2 vs threshold per label); ``marks`` draws vertical lines."""
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for name, ys in series.items():
+        ax.plot(x, ys, label=name, linewidth=2.5 if name == "all labels (sample F2)" else 1.0)
+    for name, value in (marks or {}).items():
+        ax.axvline(value, linestyle="--", linewidth=0.8, color="grey")
+    ax.set_title(title)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, ncol=2)
+    return _save(fig, out)

@@ -181,6 +181,8 @@ class StylesTask(Task):
         result = super().fit(cfg, resume)
         if result.metrics.get("thresholds"):
             save_thresholds(result.run / "thresholds.json", result.metrics["thresholds"])
+        if result.val_probs:
+            self._plot_thresholds(result)
         if not self.label_counts:
             self.load_train(cfg, quiet=True)  # the engine used its own task instance; recompute (deterministic)
         summary_path = result.run / "data.json"
@@ -188,6 +190,22 @@ class StylesTask(Task):
             summary = json.loads(summary_path.read_text(encoding="utf-8"))
             write_json(summary_path, {**summary, "label_counts": self.label_counts})
         return result
+
+    @staticmethod
+    def _plot_thresholds(result: Any) -> None:
+        """RUN/plots/thresholds.png: validation F2 vs one common threshold, per label and overall."""
+        from ...engine.plots import plot_bars, plot_lines
+
+        labels = result.meta.classes[0]
+        probs, truth = np.stack(result.val_probs), result.val_set.targets > 0.5
+        grid = [round(float(t), 2) for t in np.arange(0.05, 0.96, 0.05)]
+        curves = {"all labels (sample F2)": [sample_f2(truth, probs >= t) for t in grid]}
+        for j, label in enumerate(labels):
+            curves[label] = [float(per_label_f2(truth, probs >= t)[j]) for t in grid]
+        plot_lines(grid, curves, result.run / "plots" / "thresholds.png", "F2 vs threshold (validation)",
+                   "threshold", "F2")
+        plot_bars(result.metrics["per_label_f2"], result.run / "plots" / "per_label_f2.png",
+                  "F2 per label at 0.5 (validation)", "F2")
 
     def score(self, probs: list[np.ndarray], data: LabelledSet, meta: TaskMeta) -> dict[str, Any]:
         """F2 at 0.5 (picks the checkpoint), per-label F2, and F2 after threshold search on these probs."""

@@ -2,11 +2,11 @@
 
 For each index: build time, memory (process RSS delta over the build, and the serialized index
 size), per-query latency (batches of one query, median and p95 over ``--queries`` queries) and
-recall@10 against the exact top 10. The
-approximate indexes are tuned on separate tuning queries: the smallest ``nprobe`` (IVF) /
-``efSearch`` (HNSW) whose recall@10 reaches ``--target-recall`` is then measured on the evaluation
-queries. Builds use ``--threads``; latency is measured at each of ``--latency-threads`` (on a machine
-shared with other jobs one thread per query can beat two: OpenMP threads wait for a busy core).
+recall@10 against the exact top 10. The approximate indexes are tuned on separate tuning queries: the
+smallest ``nprobe`` (IVF) / ``efSearch`` (HNSW) whose recall@10 reaches ``--target-recall`` is then
+measured on the evaluation queries. Builds use ``--threads``; latency is measured at each of
+``--latency-threads`` (on a machine shared with other jobs one thread per query can beat two:
+OpenMP threads wait for a busy core).
 
 ``--data iid`` (default): i.i.d. random unit vectors and fresh random queries — the worst case for
 any index: in 256 dimensions a random point's 10 nearest neighbours are barely closer than the rest
@@ -15,10 +15,12 @@ of the million, so a graph or a coarse quantiser finds them only by visiting mos
 ``--spread`` to its centre) and every query a fresh member of a random cluster — what gallery
 embeddings look like (several photos per item, low intrinsic dimension).
 
-    python benchmarks/search.py                  # 1,000,000 vectors (several minutes, ~4 GB RAM)
+    python benchmarks/search.py                  # 1,000,000 vectors: ~2.5 GB RAM; the HNSW build
+                                                 # takes ~20 min on 2 busy cores
+    python benchmarks/search.py --data clustered
     python benchmarks/search.py --n 100000 --json /tmp/search.json
 
-Prints a markdown table and writes JSON (``--json``, default ``benchmarks/search_results.json``).
+Prints a markdown table and writes JSON (``--json``, default ``benchmarks/out/search.json``, git-ignored).
 """
 from __future__ import annotations
 
@@ -196,7 +198,7 @@ def main() -> None:
     parser.add_argument("--spread", type=float, default=0.8, help="clustered: cosine of a vector to its centre")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--table", type=Path, help="only print the table of a results JSON written earlier")
-    parser.add_argument("--json", type=Path, default=Path(__file__).with_name("search_results.json"))
+    parser.add_argument("--json", type=Path, default=Path(__file__).parent / "out" / "search.json")
     args = parser.parse_args()
     result = json.loads(args.table.read_text()) if args.table else run(args)
     print(markdown(result))

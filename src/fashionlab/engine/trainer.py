@@ -112,14 +112,17 @@ def train(cfg: RunConfig, resume: bool = False) -> TrainResult:
     train_set, val_set, meta = task.load_train(cfg)  # before creating RUN: bad data leaves no folder behind
     files = RunFiles(Path(cfg.out))
     files.prepare()
-    state = files.read_state() if resume else {}
+    resuming = resume and files.last_ckpt.is_file()
+    if resume and not resuming:
+        log.warning("%s: nothing to resume, starting from the beginning", files.last_ckpt)
+    state = files.read_state() if resuming else {}  # progress of a run that has a checkpoint to go on from
     save_config(cfg, files.config)
     train_set = train_set.subset(check_images(train_set.paths, cfg.skip_bad))
     val_set = val_set.subset(check_images(val_set.paths, cfg.skip_bad))
     if len(train_set) == 0:
         raise FashionlabError(f"{cfg.data}: no training images left")
     files.write_data_summary(train_set, val_set, meta)
-    auto_size = state.get("auto_size", cfg.imgsz is None) if resume else cfg.imgsz is None
+    auto_size = state.get("auto_size", cfg.imgsz is None) if resuming else cfg.imgsz is None
     if cfg.imgsz is None:
         cfg.imgsz = size_for_photos(native_size(train_set.paths, seed=cfg.seed))
         log.info("image size %d (from the photos' own size)", cfg.imgsz)
@@ -154,9 +157,6 @@ def train(cfg: RunConfig, resume: bool = False) -> TrainResult:
             worst.unlink(missing_ok=True)
         del top_k[cfg.save_top_k:]
 
-    resuming = resume and files.last_ckpt.is_file()
-    if resume and not resuming:
-        log.warning("%s: nothing to resume, starting from the beginning", files.last_ckpt)
     infer_s = state.get("infer_s_per_image", 0.0)
     if not resuming and cfg.head_epochs > 0:
         head = train_head(net, train_set, val_set, score, cfg.imgsz, mean, std, cfg.head_epochs, cfg.head_lr,

@@ -54,3 +54,26 @@ def build_callbacks(cfg: RunConfig, files: RunFiles, epochs: int) -> list[Any]:
     if cfg.stages > 1 or cfg.frozen_fraction > 0:
         callbacks.append(StagedUnfreeze(cfg.stages, epochs, cfg.frozen_fraction, cfg.stage_lr_decay))
     return callbacks
+
+
+def build_trainer(cfg: RunConfig, files: RunFiles, epochs: int, device: str, callbacks: list[Any],
+                  remaining_s: float, resuming: bool):
+    """The one Lightning Trainer every training loop uses: GPU AMP, CSV (+TensorBoard) logs, and
+    ``max_time`` as the hard stop of a time budget (not when resuming: the plan is already set)."""
+    from datetime import timedelta
+
+    import lightning.pytorch as pl
+    from lightning.pytorch.loggers import CSVLogger
+
+    use_gpu = device.startswith("cuda")
+    loggers: list[Any] = [CSVLogger(str(files.run), name="logs", version="")]
+    if cfg.tensorboard:
+        from lightning.pytorch.loggers import TensorBoardLogger
+
+        loggers.append(TensorBoardLogger(str(files.run), name="tensorboard", version=""))
+    return pl.Trainer(
+        max_epochs=epochs, accelerator="gpu" if use_gpu else "cpu", devices=1,
+        precision="16-mixed" if use_gpu and cfg.amp else "32-true", logger=loggers, callbacks=callbacks,
+        max_time=timedelta(seconds=max(1.0, remaining_s)) if cfg.time_budget > 0 and not resuming else None,
+        num_sanity_val_steps=0, enable_model_summary=False, log_every_n_steps=5, default_root_dir=str(files.run),
+    )

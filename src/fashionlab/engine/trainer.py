@@ -13,7 +13,6 @@ import math
 import time
 import warnings
 from dataclasses import dataclass
-from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +30,7 @@ from ..models.net import ClassifierNet
 from ..tasks import get_task
 from ..tasks.base import LabelledSet, TaskMeta
 from .budget import plan_epochs
-from .callbacks import build_callbacks
+from .callbacks import build_callbacks, build_trainer
 from .checkpoint import save_weights
 from .head_stage import train_head
 from .image_size import native_size, size_for_budget, size_for_photos
@@ -103,7 +102,6 @@ def build_model(cfg: RunConfig, task, meta: TaskMeta) -> tuple[ClassifierNet, Ob
 def train(cfg: RunConfig, resume: bool = False) -> TrainResult:
     started = time.perf_counter()
     import lightning.pytorch as pl
-    from lightning.pytorch.loggers import CSVLogger
 
     from .lit import LitClassifier
 
@@ -230,21 +228,8 @@ def train(cfg: RunConfig, resume: bool = False) -> TrainResult:
         net.train()  # Lightning keeps submodules' modes; the head stage left them in eval mode
         steps_per_epoch = len(train_loader)
         module = LitClassifier(net, cfg, objective, epochs * steps_per_epoch, steps_per_epoch, score, on_validated)
-        use_gpu = device.startswith("cuda")
-        loggers: list = [CSVLogger(str(files.run), name="logs", version="")]
-        if cfg.tensorboard:
-            from lightning.pytorch.loggers import TensorBoardLogger
-
-            loggers.append(TensorBoardLogger(str(files.run), name="tensorboard", version=""))
-        remaining = deadline - time.perf_counter()
         callbacks = build_callbacks(cfg, files, epochs)
-        trainer = pl.Trainer(
-            max_epochs=epochs, accelerator="gpu" if use_gpu else "cpu", devices=1,
-            precision="16-mixed" if use_gpu and cfg.amp else "32-true", logger=loggers,
-            callbacks=callbacks,
-            max_time=timedelta(seconds=max(1.0, remaining)) if cfg.time_budget > 0 and not resuming else None,
-            num_sanity_val_steps=0, enable_model_summary=False, log_every_n_steps=5, default_root_dir=str(files.run),
-        )
+        trainer = build_trainer(cfg, files, epochs, device, callbacks, deadline - time.perf_counter(), resuming)
         fit_module = torch.compile(module) if cfg.compile else module
         trainer.fit(fit_module, train_loader, val_loader, ckpt_path=str(files.last_ckpt) if resuming else None,
                     weights_only=True)

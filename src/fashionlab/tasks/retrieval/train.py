@@ -13,7 +13,6 @@ import logging
 import math
 import time
 from collections import Counter
-from datetime import timedelta
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +22,7 @@ from torch.utils.data import DataLoader
 from ...config import save_config
 from ...data.images import ImageDataset, check_images
 from ...data.transforms import eval_transform, train_transform
+from ...engine.callbacks import build_trainer
 from ...engine.budget import plan_epochs
 from ...engine.image_size import native_size, size_for_photos
 from ...engine.predictor import make_loader
@@ -103,7 +103,6 @@ def train_retrieval(cfg: RetrievalConfig, resume: bool = False) -> TrainResult:
     started = time.perf_counter()
     import lightning.pytorch as pl
     from lightning.pytorch.callbacks import ModelCheckpoint
-    from lightning.pytorch.loggers import CSVLogger
 
     from .lit import LitRetrieval
 
@@ -210,25 +209,13 @@ def train_retrieval(cfg: RetrievalConfig, resume: bool = False) -> TrainResult:
         net.train()
         steps_per_epoch = len(train_loader)
         module = LitRetrieval(net, cfg, epochs * steps_per_epoch, steps_per_epoch, len(val_set), score, on_validated)
-        use_gpu = device.startswith("cuda")
         callbacks: list = [ModelCheckpoint(dirpath=str(files.weights), filename="last", save_top_k=1, monitor=None,
                                            enable_version_counter=False)]
         if cfg.patience > 0:
             from lightning.pytorch.callbacks import EarlyStopping
 
             callbacks.append(EarlyStopping(monitor="val_metric", mode="max", patience=cfg.patience))
-        loggers: list = [CSVLogger(str(files.run), name="logs", version="")]
-        if cfg.tensorboard:
-            from lightning.pytorch.loggers import TensorBoardLogger
-
-            loggers.append(TensorBoardLogger(str(files.run), name="tensorboard", version=""))
-        remaining = deadline - time.perf_counter()
-        trainer = pl.Trainer(
-            max_epochs=epochs, accelerator="gpu" if use_gpu else "cpu", devices=1,
-            precision="16-mixed" if use_gpu and cfg.amp else "32-true", logger=loggers, callbacks=callbacks,
-            max_time=timedelta(seconds=max(1.0, remaining)) if cfg.time_budget > 0 and not resuming else None,
-            num_sanity_val_steps=0, enable_model_summary=False, log_every_n_steps=5, default_root_dir=str(files.run),
-        )
+        trainer = build_trainer(cfg, files, epochs, device, callbacks, deadline - time.perf_counter(), resuming)
         fit_module = torch.compile(module) if cfg.compile else module
         trainer.fit(fit_module, train_loader, val_loader, ckpt_path=str(files.last_ckpt) if resuming else None,
                     weights_only=True)

@@ -65,22 +65,25 @@ def _targets(data: LabelledSet) -> list[tuple[int, np.ndarray]]:
     return list(zip(data.task_index.tolist(), data.targets))
 
 
-def probe_train_speed(net: ClassifierNet, loader, objective: Objective, device: str, batches: int = 5,
+def probe_train_speed(net: torch.nn.Module, loader, loss_of, device: str, batches: int = 5,
                       warmup: int = 2) -> float:
-    """Seconds per training image, measured on a throw-away copy (the first batches are warm-up)."""
+    """Seconds per training image, measured on a throw-away copy (the first batches are warm-up).
+
+    ``loss_of(trial_net, batch) -> (loss, n_images)`` is the task's own training step.
+    """
     trial = copy.deepcopy(net).to(device).train()
     optimizer = torch.optim.AdamW(trial.parameters(), lr=1e-6)
     times, seen = [], []
     clock = time.perf_counter()
-    for i, (images, (task_index, targets)) in enumerate(loader):
-        loss = objective(trial(images.to(device), task_index.to(device)), targets.to(device))
+    for i, batch in enumerate(loader):
+        loss, n_images = loss_of(trial, batch)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
         now = time.perf_counter()
         if i >= warmup:
             times.append(now - clock)
-            seen.append(len(images))
+            seen.append(n_images)
         clock = now
         if i >= batches - 1:
             break
@@ -182,7 +185,11 @@ def train(cfg: RunConfig, resume: bool = False) -> TrainResult:
         epochs = int(state["epochs"])
         plan = state.get("plan")
     elif cfg.time_budget > 0:
-        train_s = probe_train_speed(net, train_loader, objective, device)
+        def loss_of(trial, batch):
+            images, (task_index, targets) = batch
+            return objective(trial(images.to(device), task_index.to(device)), targets.to(device)), len(images)
+
+        train_s = probe_train_speed(net, train_loader, loss_of, device)
         budget_plan = plan_epochs(cfg.time_budget, time.perf_counter() - started, len(train_set), len(val_set),
                                   train_s, infer_s or train_s / 3, cfg.epochs)
         if auto_size:

@@ -7,7 +7,6 @@ plots/curves.png, plots/keypoints_overlay.png, predictions/val.csv and predictio
 """
 from __future__ import annotations
 
-import copy
 import logging
 import math
 import time
@@ -21,6 +20,7 @@ import torch
 from ...config import save_config
 from ...data.images import check_images
 from ...engine.callbacks import build_trainer
+from ...engine.trainer import probe_train_speed
 from ...engine.budget import plan_epochs
 from ...engine.image_size import native_size, size_for_photos
 from ...engine.predictor import make_loader
@@ -34,7 +34,7 @@ from .dataset import KeypointDataset, KeypointRecords, read_records, split_recor
 from .features import create_feature_backbone
 from .loss_decode import keypoint_loss
 from .metric import normalized_error, write_keypoints_csv
-from .model import KeypointNet, build_net, load_keypoints, save_keypoints, spec_from_config
+from .model import build_net, load_keypoints, save_keypoints, spec_from_config
 from .plots import plot_ne_curves, plot_overlay
 from .predict import as_prediction_set, clip_to_images, predict_records
 
@@ -66,33 +66,6 @@ def data_summary(train: KeypointRecords, val: KeypointRecords) -> dict[str, Any]
             "train_counts": dict(sorted(Counter(train.categories).items())),
             "val_counts": dict(sorted(Counter(val.categories).items())),
             "train_points": points(train), "val_points": points(val)}
-
-
-def probe_train_speed(net: KeypointNet, loader, cfg: KeypointsConfig, device: str, batches: int = 3,
-                      warmup: int = 1) -> float:
-    """Seconds per training image, measured on a throw-away copy (the first batches are warm-up)."""
-    trial = copy.deepcopy(net).to(device).train()
-    optimizer = torch.optim.AdamW(trial.parameters(), lr=1e-6)
-    times, seen = [], []
-    clock = time.perf_counter()
-    for i, (images, target) in enumerate(loader):
-        if cfg.channels_last:
-            images = images.contiguous(memory_format=torch.channels_last)
-        target = {k: v.to(device) if torch.is_tensor(v) else v for k, v in target.items()}
-        loss = keypoint_loss(trial(images.to(device)), target, cfg.head, cfg.imgsz, cfg.output_stride, cfg.sigma,
-                             cfg.regression_loss)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        now = time.perf_counter()
-        if i >= warmup:
-            times.append(now - clock)
-            seen.append(len(images))
-        clock = now
-        if i >= batches - 1:
-            break
-    del trial
-    return sum(times) / max(1, sum(seen)) if seen else 0.0
 
 
 def train_keypoints(cfg: KeypointsConfig, resume: bool = False) -> TrainResult:
@@ -150,7 +123,15 @@ def train_keypoints(cfg: KeypointsConfig, resume: bool = False) -> TrainResult:
     if resuming:
         epochs, plan = int(state["epochs"]), state.get("plan")
     elif cfg.time_budget > 0:
-        train_s = probe_train_speed(net, train_loader, cfg, device)
+        def loss_of(trial, batch):
+            images, target = batch
+            if cfg.channels_last:
+                images = images.contiguous(memory_format=torch.channels_last)
+            target = {k: v.to(device) if torch.is_tensor(v) else v for k, v in target.items()}
+            return keypoint_loss(trial(images.to(device)), target, cfg.head, cfg.imgsz, cfg.output_stride,
+                                 cfg.sigma, cfg.regression_loss), len(images)
+
+        train_s = probe_train_speed(net, train_loader, loss_of, device, batches=3, warmup=1)
         # the final evaluation predicts val several times: as configured, flip-test (2 views), other decoder
         passes = (4 if cfg.head == "heatmap" else 3) * (2 if cfg.two_stage else 1)
         final_s = len(val_set) * (passes - 1) * train_s / 3

@@ -8,7 +8,6 @@ predictions/val_matches.csv (MATCHES), so ``fashionlab evaluate retrieval --pred
 """
 from __future__ import annotations
 
-import copy
 import logging
 import math
 import time
@@ -23,6 +22,7 @@ from ...config import save_config
 from ...data.images import ImageDataset, check_images
 from ...data.transforms import eval_transform, train_transform
 from ...engine.callbacks import build_trainer
+from ...engine.trainer import probe_train_speed
 from ...engine.budget import plan_epochs
 from ...engine.image_size import native_size, size_for_photos
 from ...engine.predictor import make_loader
@@ -69,34 +69,6 @@ def ranking(val: ItemTable, embeddings: np.ndarray, top: int = 10) -> tuple[list
 def score_embeddings(val: ItemTable, embeddings: np.ndarray) -> dict[str, float]:
     results, matches = ranking(val, embeddings)
     return map_at_k({q: ranked for q, ranked, _ in results}, matches, k=10)
-
-
-def probe_train_speed(net: RetrievalNet, dataset, cfg: RetrievalConfig, device: str, batches: int = 3,
-                      warmup: int = 1) -> float:
-    """Seconds per training image, measured on a throw-away copy with small batches (the first is warm-up;
-    on 2 CPU cores a full batch costs seconds, and the probe comes out of the time budget)."""
-    loader = make_loader(dataset, min(cfg.batch, 8), 0, shuffle=True, drop_last=True)
-    trial = copy.deepcopy(net).to(device).train()
-    optimizer = torch.optim.AdamW(trial.parameters(), lr=1e-6)
-    times, seen, clock = [], [], time.perf_counter()
-    for i, (images, (labels, categories)) in enumerate(loader):
-        if cfg.channels_last:
-            images = images.contiguous(memory_format=torch.channels_last)
-        parts, logits, category = trial(images.to(device))
-        loss, _ = retrieval_loss(parts, logits, category, labels.to(device), categories.to(device),
-                                 cfg.label_smoothing, cfg.triplet_weight, cfg.margin, cfg.category_weight)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        now = time.perf_counter()
-        if i >= warmup:
-            times.append(now - clock)
-            seen.append(len(images))
-        clock = now
-        if i >= batches - 1:
-            break
-    del trial
-    return sum(times) / max(1, sum(seen)) if seen else 0.0
 
 
 def train_retrieval(cfg: RetrievalConfig, resume: bool = False) -> TrainResult:
@@ -163,7 +135,18 @@ def train_retrieval(cfg: RetrievalConfig, resume: bool = False) -> TrainResult:
     if resuming:
         epochs, plan = int(state["epochs"]), state.get("plan")
     elif cfg.time_budget > 0:
-        train_s = probe_train_speed(net, train_ds, cfg, device)
+        def loss_of(trial, batch):
+            images, (labels, categories) = batch
+            if cfg.channels_last:
+                images = images.contiguous(memory_format=torch.channels_last)
+            parts, logits, category = trial(images.to(device))
+            loss, _ = retrieval_loss(parts, logits, category, labels.to(device), categories.to(device),
+                                     cfg.label_smoothing, cfg.triplet_weight, cfg.margin, cfg.category_weight)
+            return loss, len(images)
+
+        # small batches: on 2 CPU cores a full batch costs seconds, and the probe comes out of the budget
+        probe_loader = make_loader(train_ds, min(cfg.batch, 8), 0, shuffle=True, drop_last=True)
+        train_s = probe_train_speed(net, probe_loader, loss_of, device, batches=3, warmup=1)
         n_train = len(train_loader) * cfg.batch if cfg.k_per_item else len(train_set)
         budget = plan_epochs(cfg.time_budget, time.perf_counter() - started, n_train, len(val_set), train_s,
                              train_s / 3, cfg.epochs)

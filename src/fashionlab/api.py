@@ -35,7 +35,23 @@ def train(task: str, config: str | Path | None = None, resume: str | Path | None
         raise FashionlabError(f"{config}: config is for task '{cfg.task}', not '{task}'")
     if not cfg.data:
         raise FashionlabError("no training data: pass --data PATH or set data: in the config")
+    _check_data_parallel(cfg)
     return task_obj.fit(cfg, resume=resume is not None)
+
+
+def _check_data_parallel(cfg: RunConfig) -> None:
+    """Data-parallel runs: only the shared classifier loop, one training run per command."""
+    if cfg.devices * cfg.nodes == 1:
+        return
+    if cfg.task not in ("attributes", "classify", "styles"):
+        raise FashionlabError(f"--devices/--nodes > 1 is supported for attributes, classify and styles; "
+                              f"{cfg.task}: not yet")
+    if cfg.folds > 1 or (cfg.task == "attributes" and not cfg.multitask):
+        raise FashionlabError("--devices/--nodes > 1 trains one model per command: not with folds or multitask: false")
+    from .engine.distributed import check_devices
+    from .engine.trainer import resolve_device
+
+    check_devices(cfg, resolve_device(cfg.device))
 
 
 def lr_find(task: str, config: str | Path | None = None, out: str | Path = "lr_find.png", steps: int = 100,

@@ -55,6 +55,8 @@ def train(
     time_budget: Optional[float] = typer.Option(None, "--time-budget", help="Wall-clock seconds for the run."),
     val_data: Optional[str] = typer.Option(None, "--val-data", help="Separate validation data."),
     device: Optional[str] = typer.Option(None, help="auto | cpu | cuda | cuda:N."),
+    devices: Optional[int] = typer.Option(None, help="Data-parallel processes per node (DDP), e.g. one per GPU."),
+    nodes: Optional[int] = typer.Option(None, help="Machines (DDP); set NODE_RANK, MASTER_ADDR, MASTER_PORT on each."),
     workers: Optional[int] = typer.Option(None, help="Data-loading processes."),
     seed: Optional[int] = typer.Option(None),
     folds: Optional[int] = typer.Option(None, help="K-fold: K models + out-of-fold probabilities (RUN/oof.csv)."),
@@ -66,10 +68,13 @@ def train(
     """Train a model; the best checkpoint by the task's metric goes to RUN/weights/best.pt."""
     overrides = dict(data=data, out=out, model=model, pretrained=pretrained, imgsz=imgsz, epochs=epochs, batch=batch,
                      lr=lr, time_budget=time_budget, val_data=val_data, device=device, workers=workers, seed=seed,
-                     folds=folds, test=test,
-                     skip_bad=skip_bad or None, **parse_set(set_))
+                     devices=devices, nodes=nodes, folds=folds, test=test,
+                     skip_bad=skip_bad or None)
+    overrides.update(parse_set(set_))  # --set wins over the options (and no TypeError when it names one)
     results = api.train(task, config, resume=resume, **overrides)
     for result in results if isinstance(results, list) else [results]:
+        if getattr(result, "rank", 0):  # data-parallel: rank 0 reports
+            continue
         metric = result.metrics.get(result.metrics.get("metric", ""), None)
         console.print(f"[green]done[/]: best weights {result.best}; val {result.metrics.get('metric')} = {metric}")
         console.print(f"run folder: {result.run}")
@@ -214,7 +219,8 @@ def thresholds(
 
     result = tune_thresholds_files(pred, truth, out, method)
     console.print(f"F2 {result['f2_before']:.4f} at 0.5 -> {result['f2_after']:.4f} tuned on {result['images']} "
-                  f"images; wrote {out}")
+                  f"images (cross-fit, tuned on one half and scored on the other: {result['f2_crossfit']:.4f}); "
+                  f"wrote {out}")
 
 
 @app.command()
@@ -304,6 +310,9 @@ def data_synth(
 from . import cli_ship  # noqa: E402 - serve/export live in their own module
 
 cli_ship.register(app, console)
+from . import cli_sweep  # noqa: E402
+
+cli_sweep.register(app, console)
 
 
 def run() -> None:

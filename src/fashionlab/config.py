@@ -70,6 +70,9 @@ class RunConfig(BaseModel):
     color_jitter: float = Field(0.2, ge=0, le=1)
     # engine
     device: str = "auto"
+    devices: int = Field(1, ge=1)  # data-parallel processes per node (Lightning DDP; GPUs, or CPU processes)
+    nodes: int = Field(1, ge=1)  # machines; each runs the same command with NODE_RANK, MASTER_ADDR, MASTER_PORT
+    freeze_bn: bool = False  # fine-tune with BatchNorm statistics frozen (small per-device batches; CPU DDP)
     amp: bool = True  # mixed precision, used on GPU only
     channels_last: bool = True
     compile: bool = False

@@ -57,22 +57,33 @@ def build_callbacks(cfg: RunConfig, files: RunFiles, epochs: int) -> list[Any]:
 
 
 def build_trainer(cfg: RunConfig, files: RunFiles, epochs: int, device: str, callbacks: list[Any],
-                  remaining_s: float, resuming: bool):
+                  remaining_s: float, resuming: bool, find_unused: bool = True):
     """The one Lightning Trainer every training loop uses: GPU AMP, CSV (+TensorBoard) logs, and
-    ``max_time`` as the hard stop of a time budget (not when resuming: the plan is already set)."""
+    ``max_time`` as the hard stop of a time budget (not when resuming: the plan is already set).
+
+    ``cfg.devices * cfg.nodes > 1``: DDP (NCCL on GPUs, gloo on CPU), SyncBatchNorm on GPUs; the loop
+    shards its data itself (engine/distributed.py), so Lightning must not replace the samplers.
+    ``find_unused``: some parameters may get no gradient in a step (per-task heads, frozen stages)."""
     from datetime import timedelta
 
     import lightning.pytorch as pl
     from lightning.pytorch.loggers import CSVLogger
 
     use_gpu = device.startswith("cuda")
+    world = cfg.devices * cfg.nodes
+    strategy: Any = "auto"
+    if world > 1:
+        from lightning.pytorch.strategies import DDPStrategy
+
+        strategy = DDPStrategy(find_unused_parameters=find_unused)
     loggers: list[Any] = [CSVLogger(str(files.run), name="logs", version="")]
     if cfg.tensorboard:
         from lightning.pytorch.loggers import TensorBoardLogger
 
         loggers.append(TensorBoardLogger(str(files.run), name="tensorboard", version=""))
     return pl.Trainer(
-        max_epochs=epochs, accelerator="gpu" if use_gpu else "cpu", devices=1,
+        max_epochs=epochs, accelerator="gpu" if use_gpu else "cpu", devices=cfg.devices, num_nodes=cfg.nodes,
+        strategy=strategy, sync_batchnorm=world > 1 and use_gpu and not cfg.freeze_bn, use_distributed_sampler=False,
         precision="16-mixed" if use_gpu and cfg.amp else "32-true", logger=loggers, callbacks=callbacks,
         max_time=timedelta(seconds=max(1.0, remaining_s)) if cfg.time_budget > 0 and not resuming else None,
         num_sanity_val_steps=0, enable_model_summary=False, log_every_n_steps=5, default_root_dir=str(files.run),

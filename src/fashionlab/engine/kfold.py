@@ -20,12 +20,19 @@ from .trainer import TrainResult, train
 log = logging.getLogger(__name__)
 
 
-def _finished(fold_cfg: RunConfig) -> bool:
+def fold_config(cfg: RunConfig, k: int) -> RunConfig:
+    """The config of fold ``k``: a complete run in RUN/fold<k>/ with its share of the time budget."""
+    budget = cfg.time_budget / cfg.folds if cfg.time_budget else 0.0
+    return cfg.model_copy(update={"folds": cfg.folds, "fold": k, "out": str(Path(cfg.out) / f"fold{k}"),
+                                  "time_budget": budget})
+
+
+def finished(fold_cfg: RunConfig) -> bool:
     run = Path(fold_cfg.out)
     return (run / "metrics.json").is_file() and (run / "weights" / "best.pt").is_file()
 
 
-def _rescore(task: Task, fold_cfg: RunConfig) -> TrainResult:
+def rescore(task: Task, fold_cfg: RunConfig) -> TrainResult:
     """Rebuild a finished fold's validation predictions from its best checkpoint."""
     import json
 
@@ -48,17 +55,21 @@ def train_kfold(task: Task, cfg: RunConfig, resume: bool = False) -> TrainResult
     run = Path(cfg.out)
     run.mkdir(parents=True, exist_ok=True)
     save_config(cfg, run / "config.yaml")
-    budget = cfg.time_budget / cfg.folds if cfg.time_budget else 0.0
     results: list[TrainResult] = []
     for k in range(cfg.folds):
-        fold_cfg = cfg.model_copy(update={"folds": cfg.folds, "fold": k, "out": str(run / f"fold{k}"),
-                                          "time_budget": budget})
-        if _finished(fold_cfg):
+        fold_cfg = fold_config(cfg, k)
+        if finished(fold_cfg):
             log.info("fold %d already trained: reusing %s", k, fold_cfg.out)
-            results.append(_rescore(task, fold_cfg))
+            results.append(rescore(task, fold_cfg))
         else:
             log.info("fold %d of %d", k + 1, cfg.folds)
             results.append(train(fold_cfg, resume=resume))
+    return gather_folds(task, cfg, results)
+
+
+def gather_folds(task: Task, cfg: RunConfig, results: list[TrainResult]) -> TrainResult:
+    """RUN/oof.csv, oof_truth.csv, metrics.json (and test.csv) from the K fold runs' validation predictions."""
+    run = Path(cfg.out)
     meta = results[0].meta
     oof_set = LabelledSet.concat([r.val_set for r in results])
     oof_probs = [p for r in results for p in r.val_probs]

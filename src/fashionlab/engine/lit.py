@@ -11,6 +11,7 @@ import torch
 from ..config import RunConfig
 from ..models.losses import Objective
 from ..models.net import ClassifierNet
+from .distributed import gather_shards
 from .mixing import mix_batch
 from .schedules import lr_lambda
 
@@ -24,7 +25,8 @@ class LitClassifier(pl.LightningModule):
         self._rng = np.random.default_rng(cfg.seed)
         self.total_steps, self.steps_per_epoch = max(1, total_steps), max(1, steps_per_epoch)
         self.score, self.on_validated = score, on_validated
-        self._val_probs: list[np.ndarray] = []
+        self._val_probs: list[torch.Tensor] = []
+        self._val_tasks: list[torch.Tensor] = []
         self._train_losses: list[float] = []
         self._epoch_clock, self._epoch_images = 0.0, 0
         self.train_images_per_s = float("nan")
@@ -59,22 +61,42 @@ class LitClassifier(pl.LightningModule):
 
     def validation_step(self, batch, batch_idx: int) -> None:
         images, (task_index, _) = batch
-        probs = self.objective.activate(self(self._images(images), task_index)).cpu().numpy()
+        self._val_probs.append(self.objective.activate(self(self._images(images), task_index)).float())
+        self._val_tasks.append(task_index)
+
+    def _epoch_val_probs(self) -> list[np.ndarray]:
+        """The whole validation set's probabilities, in order, on every rank (each rank scored a shard)."""
+        probs, tasks = torch.cat(self._val_probs), torch.cat(self._val_tasks)
+        if self.trainer.world_size > 1:
+            total = len(self.trainer.val_dataloaders.dataset)
+            probs, tasks = gather_shards(self, probs, total), gather_shards(self, tasks, total)
         sizes = self.net.head.sizes
-        self._val_probs += [p[: sizes[t]] for p, t in zip(probs, task_index.tolist())]
+        return [p[: sizes[t]] for p, t in zip(probs.cpu().numpy(), tasks.tolist())]
+
+    def _reduced(self, value: float, op: str) -> float:
+        if self.trainer.world_size == 1:
+            return value
+        return float(self.trainer.strategy.reduce(torch.tensor(value, device=self.device), reduce_op=op))
 
     def on_validation_epoch_end(self) -> None:
         if not self._val_probs:
             return
-        metric = float(self.score(self._val_probs))
-        train_loss = float(np.mean(self._train_losses)) if self._train_losses else float("nan")
-        self._val_probs, self._train_losses = [], []
-        self.log("val_metric", metric, prog_bar=True)
-        if self.trainer.is_global_zero and not self.trainer.sanity_checking:
+        metric = float(self.score(self._epoch_val_probs()))
+        # equal-sized shards: the mean of the ranks' mean losses is the loss of the global batch
+        train_loss = self._reduced(float(np.mean(self._train_losses)) if self._train_losses else float("nan"), "mean")
+        images_per_s = self._reduced(self.train_images_per_s, "sum")
+        self._val_probs, self._val_tasks, self._train_losses = [], [], []
+        self.log("val_metric", metric, prog_bar=True, sync_dist=self.trainer.world_size > 1)  # equal on all ranks
+        if self.trainer.sanity_checking:
+            return
+        new_total = None
+        if self.trainer.is_global_zero:
             wall = time.perf_counter() - self._epoch_clock
-            new_total = self.on_validated(self.current_epoch + 1, train_loss, metric, self.train_images_per_s, wall)
-            if new_total is not None:
-                self.set_total_epochs(new_total)
+            new_total = self.on_validated(self.current_epoch + 1, train_loss, metric, images_per_s, wall)
+        if self.trainer.world_size > 1:  # a re-plan must reach every rank, or they stop at different epochs
+            new_total = self.trainer.strategy.broadcast(new_total, src=0)
+        if new_total is not None:
+            self.set_total_epochs(new_total)
 
     def set_total_epochs(self, epochs: int) -> None:
         """Re-plan mid-run (time budget): the LR schedule stretches or shrinks to the new length."""

@@ -12,9 +12,10 @@ from ..models.net import ClassifierNet
 from ..tasks.base import LabelledSet
 
 
-def make_loader(dataset, batch: int, workers: int, shuffle: bool = False, drop_last: bool = False) -> DataLoader:
+def make_loader(dataset, batch: int, workers: int, shuffle: bool = False, drop_last: bool = False,
+                sampler=None) -> DataLoader:
     return DataLoader(dataset, batch_size=batch, shuffle=shuffle, num_workers=workers, drop_last=drop_last,
-                      persistent_workers=workers > 0, pin_memory=torch.cuda.is_available())
+                      sampler=sampler, persistent_workers=workers > 0, pin_memory=torch.cuda.is_available())
 
 
 @torch.no_grad()

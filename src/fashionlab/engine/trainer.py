@@ -32,15 +32,18 @@ from ..tasks.base import LabelledSet, TaskMeta
 from .budget import plan_epochs
 from .callbacks import build_callbacks, build_trainer
 from .checkpoint import save_weights
+from . import distributed as dist
 from .head_stage import train_head
 from .image_size import native_size, size_for_budget, size_for_photos
 from .predictor import make_loader, predict_probs
+from .progress import notify_epoch
 from .run_files import RunFiles
 
 log = logging.getLogger(__name__)
 # best.pt lives beside Lightning's last.ckpt on purpose; the pytree notice is Lightning's own business
 warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
 warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
+warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")  # freeze_bn, on purpose
 
 
 @dataclass
@@ -51,6 +54,7 @@ class TrainResult:
     val_set: LabelledSet | None = None  # what the best checkpoint was scored on (K-fold gathers these)
     val_probs: list[np.ndarray] | None = None
     meta: TaskMeta | None = None
+    rank: int = 0  # data-parallel rank; only rank 0 scores, writes files and fills ``metrics``
 
 
 def resolve_device(name: str) -> str:
@@ -112,23 +116,32 @@ def train(cfg: RunConfig, resume: bool = False) -> TrainResult:
     task = get_task(cfg.task)
     train_set, val_set, meta = task.load_train(cfg)  # before creating RUN: bad data leaves no folder behind
     files = RunFiles(Path(cfg.out))
-    files.prepare()
+    rank = dist.global_rank(cfg)
+    handoff = dist.read_handoff(files.run) if rank else None  # the other ranks start where rank 0 is at fit
+    if handoff:
+        cfg.imgsz = handoff["imgsz"]
+    else:
+        files.prepare()
     resuming = resume and files.last_ckpt.is_file()
-    if resume and not resuming:
+    if resume and not resuming and not rank:
         log.warning("%s: nothing to resume, starting from the beginning", files.last_ckpt)
     state = files.read_state() if resuming else {}  # progress of a run that has a checkpoint to go on from
-    save_config(cfg, files.config)
+    if not rank:
+        save_config(cfg, files.config)
     train_set = train_set.subset(check_images(train_set.paths, cfg.skip_bad))
     val_set = val_set.subset(check_images(val_set.paths, cfg.skip_bad))
     if len(train_set) == 0:
         raise FashionlabError(f"{cfg.data}: no training images left")
-    files.write_data_summary(train_set, val_set, meta)
+    if not rank:
+        files.write_data_summary(train_set, val_set, meta)
     auto_size = state.get("auto_size", cfg.imgsz is None) if resuming else cfg.imgsz is None
     if cfg.imgsz is None:
         cfg.imgsz = size_for_photos(native_size(train_set.paths, seed=cfg.seed))
         log.info("image size %d (from the photos' own size)", cfg.imgsz)
     device = resolve_device(cfg.device)
     net, objective, mean, std = build_model(cfg, task, meta)
+    if handoff:
+        net.load_state_dict(handoff["state_dict"])
 
     def score(probs: list[np.ndarray]) -> float:
         return float(task.score(probs, val_set, meta)[task.metric])
@@ -159,7 +172,7 @@ def train(cfg: RunConfig, resume: bool = False) -> TrainResult:
         del top_k[cfg.save_top_k:]
 
     infer_s = state.get("infer_s_per_image", 0.0)
-    if not resuming and cfg.head_epochs > 0:
+    if not resuming and not rank and cfg.head_epochs > 0:
         head = train_head(net, train_set, val_set, score, cfg.imgsz, mean, std, cfg.head_epochs, cfg.head_lr,
                           cfg.weight_decay, objective, cfg.batch * 2, cfg.workers, device, cfg.seed)
         history += head.history
@@ -177,11 +190,15 @@ def train(cfg: RunConfig, resume: bool = False) -> TrainResult:
         else:
             train_ds = ImageDataset(train_set.paths, _targets(train_set), train_tf)
         val_ds = ImageDataset(val_set.paths, _targets(val_set), eval_transform(cfg.imgsz, mean, std))
-        return (make_loader(train_ds, cfg.batch, cfg.workers, shuffle=True, drop_last=len(train_ds) > cfg.batch),
-                make_loader(val_ds, cfg.batch * 2, cfg.workers))
+        shard = dist.sampler(train_ds, cfg, rank, shuffle=True)
+        val_shard = dist.sampler(val_ds, cfg, rank, shuffle=False) if dist.world_size(cfg) > 1 else None
+        return (make_loader(train_ds, cfg.batch, cfg.workers, drop_last=len(shard) > cfg.batch, sampler=shard),
+                make_loader(val_ds, cfg.batch * 2, cfg.workers, sampler=val_shard))
 
     train_loader, val_loader = loaders()
-    if resuming:
+    if handoff:
+        epochs, plan = int(handoff["epochs"]), handoff["plan"]
+    elif resuming:
         epochs = int(state["epochs"])
         plan = state.get("plan")
     elif cfg.time_budget > 0:
@@ -190,7 +207,9 @@ def train(cfg: RunConfig, resume: bool = False) -> TrainResult:
             return objective(trial(images.to(device), task_index.to(device)), targets.to(device)), len(images)
 
         train_s = probe_train_speed(net, train_loader, loss_of, device)
-        budget_plan = plan_epochs(cfg.time_budget, time.perf_counter() - started, len(train_set), len(val_set),
+        world = dist.world_size(cfg)  # each rank trains and validates its own shard
+        n_train, n_val = -(-len(train_set) // world), -(-len(val_set) // world)
+        budget_plan = plan_epochs(cfg.time_budget, time.perf_counter() - started, n_train, n_val,
                                   train_s, infer_s or train_s / 3, cfg.epochs)
         if auto_size:
             size = size_for_budget(cfg.imgsz, budget_plan.remaining_s * 0.9 / budget_plan.epoch_s, cfg.min_epochs)
@@ -199,15 +218,16 @@ def train(cfg: RunConfig, resume: bool = False) -> TrainResult:
                 log.info("image size %d -> %d so that %d epochs fit the budget", cfg.imgsz, size, cfg.min_epochs)
                 cfg.imgsz = size
                 train_loader, val_loader = loaders()
-                budget_plan = plan_epochs(cfg.time_budget, time.perf_counter() - started, len(train_set),
-                                          len(val_set), train_s * scale, (infer_s or train_s / 3) * scale, cfg.epochs)
+                budget_plan = plan_epochs(cfg.time_budget, time.perf_counter() - started, n_train,
+                                          n_val, train_s * scale, (infer_s or train_s / 3) * scale, cfg.epochs)
         epochs, plan = budget_plan.epochs, {**budget_plan.to_dict(), "imgsz": cfg.imgsz}
         log.info("time budget %.0fs: %d fine-tune epoch(s) (%s)", cfg.time_budget, epochs, budget_plan.reason)
     else:
         epochs, plan = (10 if cfg.epochs is None else cfg.epochs), None
-    save_config(cfg, files.config)
-    files.write_state({"epochs": epochs, "plan": plan, "history": history, "best_metric": best["metric"],
-                       "infer_s_per_image": infer_s, "auto_size": auto_size})
+    if not rank:
+        save_config(cfg, files.config)
+        files.write_state({"epochs": epochs, "plan": plan, "history": history, "best_metric": best["metric"],
+                           "infer_s_per_image": infer_s, "auto_size": auto_size})
 
     deadline = started + cfg.time_budget - (plan or {}).get("reserve_s", 0.0)
     planned = {"epochs": epochs}
@@ -226,6 +246,8 @@ def train(cfg: RunConfig, resume: bool = False) -> TrainResult:
             if fits < planned["epochs"] or (epoch <= 2 and fits > planned["epochs"]):
                 log.info("re-planned after epoch %d (%.1fs): %d epochs in all", epoch, wall_s, fits)
                 planned["epochs"] = new_total = fits
+        if notify_epoch(epoch, metric, train_loss):  # a listener (e.g. a sweep scheduler) asks to stop here
+            planned["epochs"] = new_total = epoch
         files.write_state({"epochs": planned["epochs"], "plan": plan, "history": history,
                            "best_metric": best["metric"], "infer_s_per_image": infer_s, "auto_size": auto_size})
         files.write_history(history)
@@ -233,13 +255,21 @@ def train(cfg: RunConfig, resume: bool = False) -> TrainResult:
 
     if epochs > 0:
         net.train()  # Lightning keeps submodules' modes; the head stage left them in eval mode
+        if cfg.freeze_bn:
+            dist.freeze_batchnorm(net)
+        if dist.world_size(cfg) > 1 and not rank:
+            dist.write_handoff(files.run, net, cfg.imgsz, epochs, plan)
         steps_per_epoch = len(train_loader)
         module = LitClassifier(net, cfg, objective, epochs * steps_per_epoch, steps_per_epoch, score, on_validated)
         callbacks = build_callbacks(cfg, files, epochs)
-        trainer = build_trainer(cfg, files, epochs, device, callbacks, deadline - time.perf_counter(), resuming)
+        trainer = build_trainer(cfg, files, epochs, device, callbacks, deadline - time.perf_counter(), resuming,
+                                find_unused=len(meta.head_sizes) > 1 or cfg.stages > 1 or cfg.frozen_fraction > 0)
         fit_module = torch.compile(module) if cfg.compile else module
         trainer.fit(fit_module, train_loader, val_loader, ckpt_path=str(files.last_ckpt) if resuming else None,
                     weights_only=True)
+        if rank:
+            return TrainResult(files.run, files.best, {}, rank=rank)
+        dist.handoff_path(files.run).unlink(missing_ok=True)
     files.write_history(history)
     return finish(cfg, files, task, meta, val_set, device, history, plan, time.perf_counter() - started)
 

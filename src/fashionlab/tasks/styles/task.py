@@ -179,6 +179,8 @@ class StylesTask(Task):
     def fit(self, cfg: RunConfig, resume: bool = False) -> Any:
         """Train, then write ``RUN/thresholds.json`` (tuned on validation) and label counts into data.json."""
         result = super().fit(cfg, resume)
+        if getattr(result, "rank", 0):  # data-parallel: only rank 0 writes files
+            return result
         if result.metrics.get("thresholds"):
             save_thresholds(result.run / "thresholds.json", result.metrics["thresholds"])
         if result.val_probs:

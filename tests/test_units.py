@@ -157,3 +157,13 @@ def test_cyclic_schedule_and_staged_unfreeze(class_folders: Path, tmp_path: Path
     assert torch.equal(old[first], new["net." + first])  # earliest layers stayed frozen
     assert not torch.equal(old[last], new["net." + last])  # the last layers trained
     assert result.best.is_file()
+
+
+def test_size_for_budget_and_head_counts_the_feature_pass():
+    from fashionlab.engine.image_size import size_for_budget_and_head
+
+    # at 224 px: head pass 100 s + 6 epochs x 50 s = 400 s; cost scales with pixels
+    assert size_for_budget_and_head(224, 400.0, 50.0, 100.0, 6) == 224
+    assert size_for_budget_and_head(224, 399.0, 50.0, 100.0, 6) == 192  # 400 * (192/224)^2 = 293.9 s
+    assert size_for_budget_and_head(224, 130.0, 50.0, 100.0, 6) == 112  # 400 * (112/224)^2 = 100 s; 128 px: 130.6 s
+    assert size_for_budget_and_head(224, 1.0, 50.0, 100.0, 6) == 96  # nothing fits: the smallest candidate

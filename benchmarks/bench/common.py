@@ -48,6 +48,8 @@ def commit() -> str:
 
 
 def _tree_rss(pid: int) -> int:
+    """PSS summed over the process tree: forked data workers share the parent's pages, which plain RSS
+    would count once per process (3-4x too much with 2 workers)."""
     import psutil
 
     try:
@@ -58,8 +60,9 @@ def _tree_rss(pid: int) -> int:
     total = 0
     for p in procs:
         try:
-            total += p.memory_info().rss
-        except psutil.NoSuchProcess:
+            info = p.memory_full_info()
+            total += getattr(info, "pss", info.rss)
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
             pass
     return total
 
@@ -68,7 +71,7 @@ def _tree_rss(pid: int) -> int:
 class Ran:
     command: str
     seconds: float
-    peak_rss_mib: float
+    peak_rss_mib: float  # PSS where the OS reports it (Linux), else RSS
     stdout: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -105,7 +108,7 @@ def fashionlab(*args: str) -> list[str]:
 def table(headers: list[str], rows: list[list[Any]]) -> str:
     def cell(v: Any) -> str:
         if isinstance(v, float):
-            return f"{v:.4f}" if abs(v) < 10 else f"{v:.1f}"
+            return f"{v:.4f}" if abs(v) < 1 else f"{v:.1f}"
         return str(v)
 
     lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]

@@ -66,7 +66,7 @@ def _speed(sec: dict[str, Any]) -> list[str]:
 
 def _memory(sec: dict[str, Any]) -> list[str]:
     rows = [[r["images"], r["imgsz"], r["peak_rss_mib"], r["seconds"], r["images_per_s"]] for r in sec["predict"]]
-    out = ["## Memory (peak RSS of the whole process tree, data workers included)", "",
+    out = ["## Memory (peak PSS of the whole process tree: data workers included, shared pages counted once)", "",
            table(["predict images", "px", "peak RSS MiB", "seconds", "images/s"], rows), ""]
     out += [f"- `{r['command']}`" for r in sec["predict"]]
     if sec.get("train"):

@@ -43,3 +43,16 @@ def size_for_budget(current: int, epochs_at_current: float, min_epochs: int) -> 
         if epochs_at_current * (current / size) ** 2 >= min_epochs:
             return size
     return CANDIDATES[0]
+
+
+def size_for_budget_and_head(current: int, remaining_s: float, epoch_s: float, head_s: float, min_epochs: int) -> int:
+    """Largest candidate <= current at which the head stage's feature pass and ``min_epochs`` fine-tune
+    epochs fit ``remaining_s`` (both cost in proportion to the pixel count).
+
+    Chosen before the head stage: extracting features at 224 px from a few thousand photos can take
+    half of an 8-minute CPU budget, so the size must be settled before that pass, not after it.
+    """
+    for size in sorted((c for c in CANDIDATES if c <= current), reverse=True):
+        if (head_s + min_epochs * epoch_s) * (size / current) ** 2 <= remaining_s:
+            return size
+    return CANDIDATES[0]

@@ -34,7 +34,7 @@ from .callbacks import build_callbacks, build_trainer
 from .checkpoint import save_weights
 from . import distributed as dist
 from .head_stage import train_head
-from .image_size import native_size, size_for_budget, size_for_photos
+from .image_size import native_size, size_for_budget, size_for_budget_and_head, size_for_photos
 from .predictor import make_loader, predict_probs
 from .progress import notify_epoch
 from .run_files import RunFiles
@@ -171,15 +171,6 @@ def train(cfg: RunConfig, resume: bool = False) -> TrainResult:
             worst.unlink(missing_ok=True)
         del top_k[cfg.save_top_k:]
 
-    infer_s = state.get("infer_s_per_image", 0.0)
-    if not resuming and not rank and cfg.head_epochs > 0:
-        head = train_head(net, train_set, val_set, score, cfg.imgsz, mean, std, cfg.head_epochs, cfg.head_lr,
-                          cfg.weight_decay, objective, cfg.batch * 2, cfg.workers, device, cfg.seed)
-        history += head.history
-        infer_s = head.infer_s_per_image
-        save_if_best(head.best_metric, "head", head.best_epoch)
-        log.info("head stage: best %s %.4f at epoch %d", task.metric, head.best_metric, head.best_epoch)
-
     def loaders():
         train_tf = train_transform(cfg.imgsz, mean, std, cfg.scale_min, cfg.hflip, cfg.color_jitter)
         if getattr(cfg, "recolour", 0.0) > 0:  # garment recolouring (styles option), before the usual transform
@@ -196,19 +187,42 @@ def train(cfg: RunConfig, resume: bool = False) -> TrainResult:
                 make_loader(val_ds, cfg.batch * 2, cfg.workers, sampler=val_shard))
 
     train_loader, val_loader = loaders()
+    infer_s = state.get("infer_s_per_image", 0.0)
+    world = dist.world_size(cfg)  # each rank trains and validates its own shard
+    n_train, n_val = -(-len(train_set) // world), -(-len(val_set) // world)
+
+    def loss_of(trial, batch):
+        images, (task_index, targets) = batch
+        return objective(trial(images.to(device), task_index.to(device)), targets.to(device)), len(images)
+
+    train_s = 0.0
+    if cfg.time_budget > 0 and not resuming and not handoff:
+        train_s = probe_train_speed(net, train_loader, loss_of, device)
+        if auto_size:  # settle the size before the head stage's feature pass, which costs as much as it
+            head_s = (len(train_set) + len(val_set)) * train_s / 3 if cfg.head_epochs > 0 else 0.0
+            epoch_s = n_train * train_s + n_val * train_s / 3
+            left = (cfg.time_budget - (time.perf_counter() - started) - n_val * train_s / 3 - 5.0) * 0.9
+            size = size_for_budget_and_head(cfg.imgsz, left, epoch_s, head_s, cfg.min_epochs)
+            if size != cfg.imgsz:
+                log.info("image size %d -> %d so that the head stage and %d epochs fit the budget", cfg.imgsz,
+                         size, cfg.min_epochs)
+                train_s *= (size / cfg.imgsz) ** 2
+                cfg.imgsz = size
+                train_loader, val_loader = loaders()
+    if not resuming and not rank and cfg.head_epochs > 0:
+        head = train_head(net, train_set, val_set, score, cfg.imgsz, mean, std, cfg.head_epochs, cfg.head_lr,
+                          cfg.weight_decay, objective, cfg.batch * 2, cfg.workers, device, cfg.seed)
+        history += head.history
+        infer_s = head.infer_s_per_image
+        save_if_best(head.best_metric, "head", head.best_epoch)
+        log.info("head stage: best %s %.4f at epoch %d", task.metric, head.best_metric, head.best_epoch)
+
     if handoff:
         epochs, plan = int(handoff["epochs"]), handoff["plan"]
     elif resuming:
         epochs = int(state["epochs"])
         plan = state.get("plan")
     elif cfg.time_budget > 0:
-        def loss_of(trial, batch):
-            images, (task_index, targets) = batch
-            return objective(trial(images.to(device), task_index.to(device)), targets.to(device)), len(images)
-
-        train_s = probe_train_speed(net, train_loader, loss_of, device)
-        world = dist.world_size(cfg)  # each rank trains and validates its own shard
-        n_train, n_val = -(-len(train_set) // world), -(-len(val_set) // world)
         budget_plan = plan_epochs(cfg.time_budget, time.perf_counter() - started, n_train, n_val,
                                   train_s, infer_s or train_s / 3, cfg.epochs)
         if auto_size:

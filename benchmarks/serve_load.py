@@ -159,7 +159,7 @@ def main() -> None:
     result = {"weights": str(args.weights or f"random {args.model} @ {args.imgsz}"), "task": task,
               "clients": args.clients, "seconds_per_mode": args.seconds, "window_ms": args.window_ms,
               "max_batch": args.max_batch, "cpus": os.cpu_count(), "micro_batching": rows}
-    print(f"| micro-batching | req/s | p50 ms | p90 ms | p99 ms | errors | mean batch | largest batch |")
+    print("| micro-batching | req/s | p50 ms | p90 ms | p99 ms | errors | mean batch | largest batch |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|")
     for name, r in rows.items():
         print(f"| {name} | {r['rps']} | {r['p50_ms']} | {r['p90_ms']} | {r['p99_ms']} | {r['errors']} | "

@@ -207,13 +207,17 @@ def test_search_hook_calls_retrieval_search(models, tmp_path: Path, monkeypatch)
     gallery = tmp_path / "shop.jpg"
     gallery.write_bytes(jpeg(12))
     (tmp_path / "gallery.csv").write_text(f"id,category,path\nshop/1,tops,{gallery}\nshop/2,tops,{tmp_path / 'gone.jpg'}\n")
-    calls = []
+    calls, opened = [], []
 
-    def fake_search(index, query, top, **kwargs):
-        calls.append((Path(index), Path(query).suffix, top, Image.open(query).size))
-        return [("query.jpg", ["shop/1", "shop/2"], [0.9, 0.5])]
+    class FakeSearcher:  # the index and its model are opened once, at start-up, not per request
+        def __init__(self, index, device="auto"):
+            opened.append(Path(index))
 
-    fake = SimpleNamespace(search=fake_search, read_index=lambda index: None)
+        def search_paths(self, paths, ids, top, **kwargs):
+            calls.append((opened[-1], Path(paths[0]).suffix, top, Image.open(paths[0]).size))
+            return [("query.jpg", ["shop/1", "shop/2"], [0.9, 0.5])]
+
+    fake = SimpleNamespace(Searcher=FakeSearcher)
     monkeypatch.setattr(search_module, "retrieval_module", lambda: (fake, ""))
     with TestClient(create_app([models["classify"]], index=tmp_path)) as c:
         response = c.post("/search?top=2", files={"file": ("q.jpg", jpeg(13), "image/jpeg")})
@@ -225,6 +229,8 @@ def test_search_hook_calls_retrieval_search(models, tmp_path: Path, monkeypatch)
         assert c.get("/gallery/shop/1").content == gallery.read_bytes()
         assert c.get("/gallery/shop/2").status_code == 404
         assert c.post("/search", content=b"junk", headers={"content-type": "image/png"}).status_code == 415
+        c.post("/search?top=2", files={"file": ("q.jpg", jpeg(14), "image/jpeg")})
+    assert opened == [tmp_path] and len(calls) == 2
 
 
 def test_web_page_is_self_contained(client) -> None:

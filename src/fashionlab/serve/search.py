@@ -4,9 +4,9 @@
 
 - no ``--index``: 404, "no gallery index loaded";
 - ``fashionlab.tasks.retrieval.search`` (or FAISS) not importable: 501, with the import error;
-- otherwise the index folder is checked with the retrieval task's ``read_index`` (a broken folder
-  stops the server at start-up with its one-line error), and each query image is written to a
-  temporary file and ranked by ``fashionlab.tasks.retrieval.search.search(index, file, top=...)``.
+- otherwise the index and its model are loaded once, by the retrieval task's ``Searcher`` (a broken
+  folder stops the server at start-up with its one-line error), and each query image is written to
+  a temporary file and ranked by ``Searcher.search_paths``.
 
 Results are ``{"id", "score", "category", "image"}`` best first; ``image`` is ``/gallery/{id}``
 when the gallery file recorded in the index's ``gallery.csv`` exists on this machine.
@@ -43,8 +43,8 @@ def retrieval_module() -> tuple[Any | None, str]:
         return None, f"retrieval search is not available in this install ({exc})"
     except AttributeError:
         pass
-    if not hasattr(module, "search"):
-        return None, f"{RETRIEVAL_MODULE} has no search() function"
+    if not hasattr(module, "Searcher"):
+        return None, f"{RETRIEVAL_MODULE} has no Searcher"
     return module, ""
 
 
@@ -63,8 +63,8 @@ class SearchHook:
         if self.module is None:
             self.status, self.reason = 501, reason
             return
-        if hasattr(self.module, "read_index"):
-            self.module.read_index(self.index)  # raises FashionlabError naming the problem
+        # the index and its model are loaded once here; a broken folder raises FashionlabError naming it
+        self.searcher = self.module.Searcher(self.index, device=device)
         self._read_gallery()
 
     @property
@@ -98,8 +98,8 @@ class SearchHook:
         with tempfile.TemporaryDirectory(prefix="fashionlab-query-") as folder:
             query = Path(folder) / f"query{SUFFIXES.get(fmt.upper(), '.png')}"
             query.write_bytes(data)
-            results = self.module.search(self.index, query, top=top, category=category or None, batch=1,
-                                         workers=0, device=self.device)
+            results = self.searcher.search_paths([query], ["query"], top=top, category=category or None, batch=1,
+                                                 workers=0)
         _, ids, scores = results[0]
         return [{"id": item, "score": round(float(score), 6), "category": self.categories.get(item, ""),
                  "image": f"/gallery/{quote(item)}" if item in self.paths else None} for item, score in zip(ids, scores)]

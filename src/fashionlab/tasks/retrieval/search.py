@@ -129,6 +129,56 @@ def _search_params(faiss, meta: dict[str, Any], allowed: np.ndarray | None, npro
     return (faiss.SearchParameters(**kwargs) if sel is not None else None), sel
 
 
+class Searcher:
+    """An index with its model(s) loaded once: the CLI ranks one batch of queries with it, the
+    service keeps one for its whole life (loading the model per request cost ~1 s on a CPU)."""
+
+    def __init__(self, index: Path, weights: Path | Sequence[Path] | None = None, device: str = "auto") -> None:
+        self.index = Path(index)
+        self.faiss = _faiss()
+        self.loaded, self.meta, self.ids, self.categories = read_index(self.index)
+        self.device = resolve_device(device)
+        meta = self.meta
+        if weights is None:
+            missing = [w["path"] for w in meta["weights"] if not Path(w["path"]).is_file()]
+            if missing:
+                raise FashionlabError(f"{index}: the weights it was built with are gone ({missing[0]}); pass weights=")
+            weights = [Path(w["path"]) for w in meta["weights"]]
+        self.models = load_models(weights, self.device)
+        found = model_id(self.models, meta["fusion"])
+        if found != meta["model_id"]:
+            raise FashionlabError(f"{index}: built with model {meta['model_id']} (embedding dim {meta['dim']}), but "
+                                  f"the weights {', '.join(str(m.path) for m in self.models)} are model {found}; "
+                                  "rebuild the index with these weights or search with the index's own")
+
+    def search_paths(self, paths: Sequence[Path], query_ids: Sequence[str], top: int = 10,
+                     category: str | None = None, batch: int = 64, workers: int = 2, nprobe: int | None = None,
+                     ef_search: int | None = None) -> list[Result]:
+        if top < 1:
+            raise FashionlabError(f"top must be at least 1, got {top}")
+        meta, models, loaded = self.meta, self.models, self.loaded
+        want, own = _query_categories(category, models, list(paths), meta, self.categories, batch, workers,
+                                      self.device)
+        vectors = own if own is not None and len(models) == 1 else \
+            embed_fused(models, list(paths), meta["tta"], meta["fusion"], batch, workers, self.device)
+        if vectors.shape[1] != loaded.d:
+            raise FashionlabError(f"{self.index}: index dimension {loaded.d} != query embedding dimension "
+                                  f"{vectors.shape[1]}")
+        results: list[Result] = [("", [], [])] * len(paths)
+        groups: dict[str | None, list[int]] = {}
+        for i, c in enumerate(want):
+            groups.setdefault(c, []).append(i)
+        for cat, rows in groups.items():
+            allowed = None if cat is None else np.flatnonzero(np.array(self.categories) == cat)
+            params, _sel = _search_params(self.faiss, meta, allowed, nprobe, ef_search)  # keep sel alive
+            k = min(top, loaded.ntotal if allowed is None else len(allowed))
+            scores, found_idx = loaded.search(vectors[rows], k, params=params) if k else (None, None)
+            for j, row in enumerate(rows):
+                keep = [(self.ids[g], float(s)) for g, s in zip(found_idx[j], scores[j]) if g >= 0] if k else []
+                results[row] = (query_ids[row], [g for g, _ in keep], [s for _, s in keep])
+        return results
+
+
 def search(index: Path, query: Path, top: int = 10, out: Path | None = None, weights: Path | None = None,
            category: str | None = None, batch: int = 64, workers: int = 2, device: str = "auto",
            root: str | Path | None = None, nprobe: int | None = None,
@@ -140,38 +190,9 @@ def search(index: Path, query: Path, top: int = 10, out: Path | None = None, wei
     model's category head predicts for each query."""
     if top < 1:
         raise FashionlabError(f"top must be at least 1, got {top}")
-    faiss = _faiss()
-    loaded, meta, ids, categories = read_index(Path(index))
-    device = resolve_device(device)
-    if weights is None:
-        missing = [w["path"] for w in meta["weights"] if not Path(w["path"]).is_file()]
-        if missing:
-            raise FashionlabError(f"{index}: the weights it was built with are gone ({missing[0]}); pass weights=")
-        weights = [Path(w["path"]) for w in meta["weights"]]
-    models = load_models(weights, device)
-    found = model_id(models, meta["fusion"])
-    if found != meta["model_id"]:
-        raise FashionlabError(f"{index}: built with model {meta['model_id']} (embedding dim {meta['dim']}), but the "
-                              f"weights {', '.join(str(m.path) for m in models)} are model {found}; rebuild the index "
-                              "with these weights or search with the index's own")
+    searcher = Searcher(Path(index), weights, device)
     table = read_images(Path(query), "query", root)
-    want, own = _query_categories(category, models, table.paths, meta, categories, batch, workers, device)
-    vectors = own if own is not None and len(models) == 1 else \
-        embed_fused(models, table.paths, meta["tta"], meta["fusion"], batch, workers, device)
-    if vectors.shape[1] != loaded.d:
-        raise FashionlabError(f"{index}: index dimension {loaded.d} != query embedding dimension {vectors.shape[1]}")
-    results: list[Result] = [("", [], [])] * len(table)
-    groups: dict[str | None, list[int]] = {}
-    for i, c in enumerate(want):
-        groups.setdefault(c, []).append(i)
-    for cat, rows in groups.items():
-        allowed = None if cat is None else np.flatnonzero(np.array(categories) == cat)
-        params, _sel = _search_params(faiss, meta, allowed, nprobe, ef_search)  # keep sel alive while searching
-        k = min(top, loaded.ntotal if allowed is None else len(allowed))
-        scores, found_idx = loaded.search(vectors[rows], k, params=params) if k else (None, None)
-        for j, row in enumerate(rows):
-            keep = [(ids[g], float(s)) for g, s in zip(found_idx[j], scores[j]) if g >= 0] if k else []
-            results[row] = (table.ids[row], [g for g, _ in keep], [s for _, s in keep])
+    results = searcher.search_paths(table.paths, table.ids, top, category, batch, workers, nprobe, ef_search)
     if out is not None:
         write_ranks(Path(out), results)
     return results

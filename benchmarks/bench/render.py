@@ -21,9 +21,10 @@ def _accuracy(sec: dict[str, Any]) -> list[str]:
         metric = r["metric"]
         tta = f"{r['fashionlab_tta_map']:.4f} map / {r['fashionlab_tta_accuracy']:.4f} acc" if "fashionlab_tta_map" in r else "—"
         extra = (f" (acc {r['fashionlab_accuracy']:.4f} vs {r['plain_accuracy']:.4f})" if "fashionlab_accuracy" in r else "")
+        ours, plain = f"{r['fashionlab']:.4f}", f"{r['plain']:.4f}"
+        ours, plain = (f"**{ours}**", plain) if r["fashionlab"] >= r["plain"] else (ours, f"**{plain}**")
         rows.append([r["dataset"], r["split"], f"{r['train_images']} / {r['val_images']}", r["imgsz"], metric,
-                     f"**{r['fashionlab']:.4f}**{extra}", f"{r['plain']:.4f} ({r['plain_epochs']} ep)", tta,
-                     f"{r['fashionlab']-r['plain']:+.4f}"])
+                     ours + extra, f"{plain} ({r['plain_epochs']} ep)", tta, f"{r['fashionlab'] - r['plain']:+.4f}"])
     out = ["## Real-photo accuracy (same backbone, weights, image size, split and budget)", "",
            table(["data", "split", "train / val", "px", "metric", "fashionlab default", "plain timm+torch loop",
                   "fashionlab + 10-crop TTA", "Δ"], rows), ""]

@@ -136,6 +136,7 @@ def main() -> None:
                 parser.error(f"unknown section '{section}' (sections: {', '.join(SECTIONS)})")
             print(f"== {section}", flush=True)
             globals()[section](args, params, work, results, save)
+            results[section]["measured"] = {"date": results["meta"]["date"], "commit": results["meta"]["commit"]}
     save()
     if args.readme:
         update_readme(REPO / "README.md", render(results))

@@ -90,3 +90,14 @@ def test_atomic_write_leaves_nothing_on_failure(tmp_path: Path) -> None:
             raise RuntimeError("crash mid-write")
     assert out.read_text() == "old complete file\n"
     assert list(tmp_path.iterdir()) == [out]
+
+
+def test_test_imgsz_refused_where_it_does_not_apply() -> None:
+    from fashionlab.config import load_config
+    from fashionlab.tasks.keypoints.config import KeypointsConfig
+    from fashionlab.tasks.retrieval.config import RetrievalConfig
+
+    for cls in (KeypointsConfig, RetrievalConfig):
+        with pytest.raises(FashionlabError, match="test_imgsz is for classify"):
+            load_config(None, cls, test_imgsz=96)
+    assert load_config(None, test_imgsz=96).test_imgsz == 96

@@ -33,6 +33,16 @@ def test_classify_train_predict_evaluate(class_folders: Path, tmp_path: Path) ->
     assert set(frame["label"]) <= {"red", "green", "blue"}
 
 
+def test_fine_tuned_weights_predict_at_the_test_size(class_folders: Path, tmp_path: Path) -> None:
+    opts = {**TINY, "imgsz": 64, "head_epochs": 0, "epochs": 1}
+    result = api.train("classify", data=str(class_folders), out=str(tmp_path / "auto"), **opts)
+    loaded = load_weights(result.best)
+    assert (loaded.imgsz, loaded.info["train_imgsz"]) == (80, 64)  # 64 / 0.862 = 74 -> 80
+    assert result.metrics["accuracy"] == pytest.approx(loaded.info["value"])  # validated at 80 px during training
+    result = api.train("classify", data=str(class_folders), out=str(tmp_path / "fixed"), test_imgsz=64, **opts)
+    assert load_weights(result.best).imgsz == 64
+
+
 def test_resolved_config_saved_and_validated(class_folders: Path, tmp_path: Path) -> None:
     cfg = tmp_path / "cfg.yaml"
     cfg.write_text("lr: 0.01\nschedule: cosine\n")

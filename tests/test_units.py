@@ -167,3 +167,34 @@ def test_size_for_budget_and_head_counts_the_feature_pass():
     assert size_for_budget_and_head(224, 399.0, 50.0, 100.0, 6) == 192  # 400 * (192/224)^2 = 293.9 s
     assert size_for_budget_and_head(224, 130.0, 50.0, 100.0, 6) == 112  # 400 * (112/224)^2 = 100 s; 128 px: 130.6 s
     assert size_for_budget_and_head(224, 1.0, 50.0, 100.0, 6) == 96  # nothing fits: the smallest candidate
+
+
+def test_test_size_undoes_the_train_crop_zoom():
+    from fashionlab.engine.image_size import test_size
+
+    # E[sqrt(s)] for s ~ U(0.5, 1) = 0.862: 128 / 0.862 = 148.5 -> 144 (multiple of 16)
+    assert test_size(128, 0.5) == 144 and test_size(112, 0.5) == 128 and test_size(96, 0.5) == 112
+    assert test_size(224, 0.08) == 320  # E[sqrt(s)] = 0.708 for timm's default scale (0.08, 1)
+    assert test_size(128, 1.0) == 128 and test_size(100, 1.0) == 100  # whole-image crops: no zoom
+    assert test_size(32, 0.9) == 32  # never smaller than the training size
+
+
+def test_replanning_ignores_one_slow_epoch():
+    import time
+
+    from fashionlab.engine.budget import Replanner, typical_epoch_s
+
+    assert typical_epoch_s([34.5, 32.2, 91.4]) == 34.5  # probe estimate, epoch 1, a disturbed epoch 2
+    assert typical_epoch_s([34.5, 32.2, 91.4, 90.0]) == 90.0  # slow twice in a row: the machine is slower
+    assert typical_epoch_s([40.0]) == 40.0
+    # 13 epochs planned at 34.5 s, 460 s to go; epoch 2 took 91.4 s (another process), not 32 s
+    plan = Replanner(13, deadline=460.0, epoch_times=[34.5])
+    assert plan.after_epoch(1, 32.2, now=32.2) is None
+    assert plan.after_epoch(2, 91.4, now=123.6) == 11  # the lost minute costs 2 epochs, not 8 (2 + 336 // 91.4)
+    assert plan.after_epoch(3, 32.0, now=155.6) == 12  # back to speed in the first half: one epoch back
+    plan = Replanner(11, deadline=460.0, epoch_times=[34.5, 32.2, 91.4])
+    assert plan.after_epoch(4, 90.0, now=250.0) == 6  # slow twice in a row: the machine is slower now
+    plan = Replanner(4, deadline=400.0, max_epochs=6, epoch_times=[50.0])
+    assert plan.after_epoch(1, 50.0, now=50.0) == 6  # faster than planned early on: extend, up to max_epochs
+    plan = Replanner(4, deadline=400.0, epoch_times=[50.0, 50.0, 50.0])
+    assert plan.after_epoch(3, 50.0, now=150.0) is None  # past half the plan: no extension

@@ -11,10 +11,12 @@ import random
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import yaml
 
 from fashionlab import api
 from fashionlab.data.images import list_images
+from fashionlab.engine.checkpoint import load_weights
 
 from .common import fashionlab, run
 from .plain import Item, finetune_in_budget
@@ -105,29 +107,41 @@ def benchmark(name: str, data: Path, out: Path, budget: float, quick: bool) -> d
                      "--set", "split_seed=0")
     ran = run(cmd, log=out / "fashionlab.log")
     imgsz = int(yaml.safe_load((run_dir / "config.yaml").read_text())["imgsz"])
+    test_imgsz = load_weights(run_dir / "weights" / "best.pt").imgsz  # fashionlab predicts at its test size
     truth, pred = run_dir / "predictions" / "val_truth.csv", run_dir / "predictions" / "val.csv"
     ours = api.evaluate(task, pred, truth)
-    row: dict[str, Any] = {"dataset": name, "task": task, "split": split, "imgsz": imgsz, "budget_s": budget,
+    row: dict[str, Any] = {"dataset": name, "task": task, "split": split, "imgsz": imgsz, "test_imgsz": test_imgsz, "budget_s": budget,
                            "fashionlab_seconds": round(ran.seconds, 1), "fashionlab_peak_rss_mib": round(ran.peak_rss_mib),
                            "command": ran.command}
     if task == "classify":
         train, val, classes, keys = _classify_items(data, run_dir)
-        probs, info = finetune_in_budget(train, val, len(classes), imgsz, budget)
-        plain_pred = out / "plain_val.csv"
-        with open(plain_pred, "w", newline="") as handle:
-            writer = csv.writer(handle)
-            writer.writerow(["image", "label", "score"])
-            for key, p in zip(keys, probs):
-                writer.writerow([key, classes[int(p.argmax())], f"{p.max():.6f}"])
-        plain = api.evaluate(task, plain_pred, truth)
+        probs, info = finetune_in_budget(train, val, len(classes), imgsz, budget, also_at=test_imgsz)
+
+        def write_plain(path: Path, probs: list[np.ndarray]) -> Path:
+            with open(path, "w", newline="") as handle:
+                writer = csv.writer(handle)
+                writer.writerow(["image", "label", "score"])
+                for key, p in zip(keys, probs):
+                    writer.writerow([key, classes[int(p.argmax())], f"{p.max():.6f}"])
+            return path
+
+        plain = api.evaluate(task, write_plain(out / "plain_val.csv", probs), truth)
         row.update(metric="accuracy", fashionlab=ours["accuracy"], plain=plain["accuracy"])
+        if "probs_also_at" in info:
+            row["plain_at_test_imgsz"] = api.evaluate(
+                task, write_plain(out / "plain_val_at_test_px.csv", info.pop("probs_also_at")), truth)["accuracy"]
     else:
         train, val, keys, width = _attribute_items(data, run_dir)
-        probs, info = finetune_in_budget(train, val, width, imgsz, budget)
-        plain_pred = out / "plain_val.csv"
-        plain_pred.write_text("".join(f"{p},{t},{';'.join(f'{x:.6f}' for x in pr)}\n"
-                                      for (p, t), pr in zip(keys, probs)))
-        plain = api.evaluate(task, plain_pred, truth)
+        probs, info = finetune_in_budget(train, val, width, imgsz, budget, also_at=test_imgsz)
+
+        def write_plain(path: Path, probs: list[np.ndarray]) -> Path:
+            path.write_text("".join(f"{p},{t},{';'.join(f'{x:.6f}' for x in pr)}\n" for (p, t), pr in zip(keys, probs)))
+            return path
+
+        plain = api.evaluate(task, write_plain(out / "plain_val.csv", probs), truth)
+        if "probs_also_at" in info:
+            row["plain_at_test_imgsz"] = api.evaluate(
+                task, write_plain(out / "plain_val_at_test_px.csv", info.pop("probs_also_at")), truth)["map"]
         tta = _attributes_tta(data, run_dir, truth, out)
         row.update(metric="map", fashionlab=ours["map"], plain=plain["map"], fashionlab_accuracy=ours["accuracy"],
                    plain_accuracy=plain["accuracy"], fashionlab_tta_map=tta["map"],

@@ -73,8 +73,12 @@ def predict(model: nn.Module, items: list[Item], tf, batch: int, workers: int) -
 
 
 def finetune_in_budget(train_items: list[Item], val_items: list[Item], width: int, imgsz: int, budget_s: float,
-                       batch: int = 32, workers: int = 2, lr: float = 1e-3, seed: int = 0) -> tuple[list[np.ndarray], dict]:
-    """Train until the budget (minus the time the final prediction needs) is spent; predict ``val_items``."""
+                       batch: int = 32, workers: int = 2, lr: float = 1e-3, seed: int = 0,
+                       also_at: int | None = None) -> tuple[list[np.ndarray], dict]:
+    """Train until the budget (minus the time the final prediction needs) is spent; predict ``val_items``.
+
+    ``also_at``: predict again at that size, after the budget (``info["probs_also_at"]``), to show what
+    testing at fashionlab's larger test size alone would give the plain loop."""
     started = time.perf_counter()
     torch.manual_seed(seed)
     model, mean, std = plain_model(width)
@@ -110,7 +114,10 @@ def finetune_in_budget(train_items: list[Item], val_items: list[Item], width: in
         if left < epoch_s:
             break
     probs = predict(model, val_items, test_tf, batch, workers)
-    return probs, {"epochs": epochs, "epoch_s": round(epoch_s, 1), "seconds": round(time.perf_counter() - started, 1)}
+    info = {"epochs": epochs, "epoch_s": round(epoch_s, 1), "seconds": round(time.perf_counter() - started, 1)}
+    if also_at and also_at != imgsz:
+        info["probs_also_at"] = predict(model, val_items, transforms_for(also_at, mean, std)[1], batch, workers)
+    return probs, info
 
 
 def images_per_second(train_items: list[Item], width: int, imgsz: int, batch: int, workers: int,

@@ -23,15 +23,18 @@ def _accuracy(sec: dict[str, Any]) -> list[str]:
         extra = (f" (acc {r['fashionlab_accuracy']:.4f} vs {r['plain_accuracy']:.4f})" if "fashionlab_accuracy" in r else "")
         ours, plain = f"{r['fashionlab']:.4f}", f"{r['plain']:.4f}"
         ours, plain = (f"**{ours}**", plain) if r["fashionlab"] >= r["plain"] else (ours, f"**{plain}**")
-        rows.append([r["dataset"], r["split"], f"{r['train_images']} / {r['val_images']}", r["imgsz"], metric,
+        px = f"{r['imgsz']} / {r['test_imgsz']}" if "test_imgsz" in r else r["imgsz"]
+        rows.append([r["dataset"], r["split"], f"{r['train_images']} / {r['val_images']}", px, metric,
                      ours + extra, f"{plain} ({r['plain_epochs']} ep)", tta, f"{r['fashionlab'] - r['plain']:+.4f}"])
     out = ["## Real-photo accuracy (same backbone, weights, image size, split and budget)", "",
-           table(["data", "split", "train / val", "px", "metric", "fashionlab default", "plain timm+torch loop",
+           table(["data", "split", "train / val", "train / test px", "metric", "fashionlab default", "plain timm+torch loop",
                   "fashionlab + 10-crop TTA", "Δ"], rows), ""]
     out += [f"- `{r['command']}` (budget {r['budget_s']:.0f} s; took {r['fashionlab_seconds']} s)" for r in sec["rows"]]
     out += [f"- TTA: `{r['tta_command']}`" for r in sec["rows"] if r.get("tta_command")]
     out += ["- plain loop: `benchmarks/bench/plain.py` (`finetune_in_budget`), run by the same command "
-            "on fashionlab's own train/val split and image size"]
+            "on fashionlab's own train/val split and training image size, tested at that size as a plain user would"]
+    out += [f"- the plain loop's model tested at fashionlab's test size instead ({r['test_imgsz']} px): "
+            f"{r['plain_at_test_imgsz']:.4f} ({r['dataset']})" for r in sec["rows"] if "plain_at_test_imgsz" in r]
     out += [f"- {n}" for n in sec.get("notes", [])]
     return out + [""]
 
@@ -90,5 +93,9 @@ def render(results: dict[str, Any]) -> str:
     lines = _header(results.get("meta", {}))
     for key, fn in (("accuracy", _accuracy), ("speed", _speed), ("memory", _memory), ("scaling", _scaling)):
         if key in results:
-            lines += fn(results[key])
+            section = fn(results[key])
+            measured = results[key].get("measured")
+            if measured and measured.get("commit") != results.get("meta", {}).get("commit"):  # a section run on its own
+                section[1:1] = ["", f"_This section: {measured['date']}, commit {measured['commit']}._"]
+            lines += section
     return "\n".join(lines) + "\n"

@@ -27,6 +27,8 @@ class RunConfig(BaseModel):
     fold: int = Field(0, ge=0)  # which fold this run validates on (set by the K-fold driver)
     test: str = ""  # K-fold: images to predict with every fold model; averaged into RUN/test.csv
     imgsz: int | None = Field(None, ge=32, le=1024)  # None: from the photos' size (and the time budget)
+    test_imgsz: int | None = Field(None, ge=32, le=1024)  # validation/prediction size; None: imgsz scaled
+    # up by the train crops' mean zoom (FixRes), e.g. 128 -> 144 with scale_min 0.5
     batch: int = Field(32, ge=1)
     workers: int = Field(2, ge=0)
     skip_bad: bool = False

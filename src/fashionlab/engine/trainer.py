@@ -29,12 +29,12 @@ from ..models.losses import Objective
 from ..models.net import ClassifierNet
 from ..tasks import get_task
 from ..tasks.base import LabelledSet, TaskMeta
-from .budget import plan_epochs
+from .budget import Replanner, plan_epochs
 from .callbacks import build_callbacks, build_trainer
 from .checkpoint import save_weights
 from . import distributed as dist
 from .head_stage import train_head
-from .image_size import native_size, size_for_budget, size_for_budget_and_head, size_for_photos
+from .image_size import native_size, size_for_budget, size_for_budget_and_head, size_for_photos, test_size
 from .predictor import make_loader, predict_probs
 from .progress import notify_epoch
 from .run_files import RunFiles
@@ -149,11 +149,17 @@ def train(cfg: RunConfig, resume: bool = False) -> TrainResult:
     best = {"metric": state.get("best_metric", -math.inf)}
     history: list[dict] = list(state.get("history", []))
 
+    def eval_imgsz() -> int:
+        """Validation and prediction size of fine-tuned weights (the head stage trains on whole images)."""
+        return cfg.test_imgsz or test_size(cfg.imgsz, cfg.scale_min)
+
     def save_if_best(metric: float, stage: str, epoch: int) -> None:
         if metric > best["metric"]:
             best["metric"] = metric
-            save_weights(files.best, net, task.name, meta, cfg.model, cfg.imgsz, mean, std,
-                         {"metric": task.metric, "value": metric, "stage": stage, "epoch": epoch})
+            size = cfg.imgsz if stage == "head" else eval_imgsz()
+            save_weights(files.best, net, task.name, meta, cfg.model, size, mean, std,
+                         {"metric": task.metric, "value": metric, "stage": stage, "epoch": epoch,
+                          "train_imgsz": cfg.imgsz})
 
     top_k: list[tuple[float, Path]] = [(r["val_metric"], files.weights / f"epoch{r['epoch']}.pt") for r in history
                                        if r["stage"] == "finetune" and (files.weights / f"epoch{r['epoch']}.pt").is_file()]
@@ -163,8 +169,9 @@ def train(cfg: RunConfig, resume: bool = False) -> TrainResult:
         if len(top_k) >= cfg.save_top_k and metric <= min(m for m, _ in top_k):
             return
         path = files.weights / f"epoch{epoch}.pt"
-        save_weights(path, net, task.name, meta, cfg.model, cfg.imgsz, mean, std,
-                     {"metric": task.metric, "value": metric, "stage": "finetune", "epoch": epoch})
+        save_weights(path, net, task.name, meta, cfg.model, eval_imgsz(), mean, std,
+                     {"metric": task.metric, "value": metric, "stage": "finetune", "epoch": epoch,
+                      "train_imgsz": cfg.imgsz})
         top_k.append((metric, path))
         top_k.sort(key=lambda item: -item[0])
         for _, worst in top_k[cfg.save_top_k:]:
@@ -180,7 +187,7 @@ def train(cfg: RunConfig, resume: bool = False) -> TrainResult:
             train_ds = RecolourDataset(train_set.paths, _targets(train_set), train_tf, recolour)
         else:
             train_ds = ImageDataset(train_set.paths, _targets(train_set), train_tf)
-        val_ds = ImageDataset(val_set.paths, _targets(val_set), eval_transform(cfg.imgsz, mean, std))
+        val_ds = ImageDataset(val_set.paths, _targets(val_set), eval_transform(eval_imgsz(), mean, std))
         shard = dist.sampler(train_ds, cfg, rank, shuffle=True)
         val_shard = dist.sampler(val_ds, cfg, rank, shuffle=False) if dist.world_size(cfg) > 1 else None
         return (make_loader(train_ds, cfg.batch, cfg.workers, drop_last=len(shard) > cfg.batch, sampler=shard),
@@ -224,7 +231,7 @@ def train(cfg: RunConfig, resume: bool = False) -> TrainResult:
         plan = state.get("plan")
     elif cfg.time_budget > 0:
         budget_plan = plan_epochs(cfg.time_budget, time.perf_counter() - started, n_train, n_val,
-                                  train_s, infer_s or train_s / 3, cfg.epochs)
+                                  train_s, (infer_s or train_s / 3) * (eval_imgsz() / cfg.imgsz) ** 2, cfg.epochs)
         if auto_size:
             size = size_for_budget(cfg.imgsz, budget_plan.remaining_s * 0.9 / budget_plan.epoch_s, cfg.min_epochs)
             if size != cfg.imgsz:
@@ -232,9 +239,10 @@ def train(cfg: RunConfig, resume: bool = False) -> TrainResult:
                 log.info("image size %d -> %d so that %d epochs fit the budget", cfg.imgsz, size, cfg.min_epochs)
                 cfg.imgsz = size
                 train_loader, val_loader = loaders()
-                budget_plan = plan_epochs(cfg.time_budget, time.perf_counter() - started, n_train,
-                                          n_val, train_s * scale, (infer_s or train_s / 3) * scale, cfg.epochs)
-        epochs, plan = budget_plan.epochs, {**budget_plan.to_dict(), "imgsz": cfg.imgsz}
+                budget_plan = plan_epochs(cfg.time_budget, time.perf_counter() - started, n_train, n_val,
+                                          train_s * scale, (infer_s or train_s / 3) * scale
+                                          * (eval_imgsz() / cfg.imgsz) ** 2, cfg.epochs)
+        epochs, plan = budget_plan.epochs, {**budget_plan.to_dict(), "imgsz": cfg.imgsz, "test_imgsz": eval_imgsz()}
         log.info("time budget %.0fs: %d fine-tune epoch(s) (%s)", cfg.time_budget, epochs, budget_plan.reason)
     else:
         epochs, plan = (10 if cfg.epochs is None else cfg.epochs), None
@@ -244,7 +252,7 @@ def train(cfg: RunConfig, resume: bool = False) -> TrainResult:
                            "infer_s_per_image": infer_s, "auto_size": auto_size})
 
     deadline = started + cfg.time_budget - (plan or {}).get("reserve_s", 0.0)
-    planned = {"epochs": epochs}
+    planned = Replanner(epochs, deadline, cfg.epochs, [plan["epoch_s"]] if plan and plan.get("epoch_s") else [])
 
     def on_validated(epoch: int, train_loss: float, metric: float, images_per_s: float, wall_s: float) -> int | None:
         history.append({"stage": "finetune", "epoch": epoch, "train_loss": train_loss, "val_metric": metric,
@@ -253,21 +261,20 @@ def train(cfg: RunConfig, resume: bool = False) -> TrainResult:
         if cfg.save_top_k > 1:
             keep_top_k(metric, epoch)
         new_total = None
-        if cfg.time_budget > 0 and not resuming:  # re-plan from the measured epoch time
-            fits = epoch + max(0, int((deadline - time.perf_counter()) * 0.97 // max(wall_s, 1e-3)))
-            fits = min(fits, cfg.epochs) if cfg.epochs is not None else fits
-            # extend only early (a stable LR schedule); shrink whenever the plan would overrun the budget
-            if fits < planned["epochs"] or (epoch <= 2 and fits > planned["epochs"]):
-                log.info("re-planned after epoch %d (%.1fs): %d epochs in all", epoch, wall_s, fits)
-                planned["epochs"] = new_total = fits
+        if cfg.time_budget > 0 and not resuming:  # re-plan from the measured epoch times
+            new_total = planned.after_epoch(epoch, wall_s)
+            if new_total is not None:
+                log.info("re-planned after epoch %d (%.1fs): %d epochs in all", epoch, wall_s, new_total)
         if notify_epoch(epoch, metric, train_loss):  # a listener (e.g. a sweep scheduler) asks to stop here
-            planned["epochs"] = new_total = epoch
-        files.write_state({"epochs": planned["epochs"], "plan": plan, "history": history,
+            planned.epochs = new_total = epoch
+        files.write_state({"epochs": planned.epochs, "plan": plan, "history": history,
                            "best_metric": best["metric"], "infer_s_per_image": infer_s, "auto_size": auto_size})
         files.write_history(history)
         return new_total
 
     if epochs > 0:
+        if eval_imgsz() != cfg.imgsz:
+            log.info("fine-tune on %d px crops, validate and predict at %d px (test_imgsz)", cfg.imgsz, eval_imgsz())
         net.train()  # Lightning keeps submodules' modes; the head stage left them in eval mode
         if cfg.freeze_bn:
             dist.freeze_batchnorm(net)

@@ -40,6 +40,13 @@ class KeypointsConfig(RunConfig):
     two_stage: bool = False
     crop_margin: float = Field(0.15, ge=0, le=1)  # box margin, fraction of the box side, on each side
 
+    @field_validator("test_imgsz")
+    @classmethod
+    def _no_test_size(cls, value: int | None) -> int | None:
+        if value is not None:
+            raise ValueError("keypoints validates and predicts at imgsz; test_imgsz is for classify, attributes and styles")
+        return value
+
     @field_validator("categories")
     @classmethod
     def _known_categories(cls, value: list[str]) -> list[str]:

@@ -21,7 +21,7 @@ from ...config import save_config
 from ...data.images import check_images
 from ...engine.callbacks import build_trainer
 from ...engine.trainer import probe_train_speed
-from ...engine.budget import plan_epochs
+from ...engine.budget import Replanner, plan_epochs
 from ...engine.image_size import native_size, size_for_photos
 from ...engine.predictor import make_loader
 from ...engine.run_files import RunFiles
@@ -148,10 +148,10 @@ def train_keypoints(cfg: KeypointsConfig, resume: bool = False) -> TrainResult:
 
     reserve = (plan or {}).get("reserve_s", 0.0) + (plan or {}).get("final_eval_s", 0.0)
     deadline = started + cfg.time_budget - reserve
-    planned = {"epochs": epochs}
+    planned = Replanner(epochs, deadline, cfg.epochs, [plan["epoch_s"]] if plan and plan.get("epoch_s") else [])
 
     def write_state() -> None:
-        files.write_state({"epochs": planned["epochs"], "plan": plan, "history": history, "best_ne": best["ne"]})
+        files.write_state({"epochs": planned.epochs, "plan": plan, "history": history, "best_ne": best["ne"]})
 
     write_state()
 
@@ -161,11 +161,9 @@ def train_keypoints(cfg: KeypointsConfig, resume: bool = False) -> TrainResult:
         save_if_best(ne, "finetune", epoch)
         new_total = None
         if cfg.time_budget > 0 and not resuming:  # re-plan from the measured epoch time
-            fits = epoch + max(0, int((deadline - time.perf_counter()) * 0.97 // max(wall_s, 1e-3)))
-            fits = min(fits, cfg.epochs) if cfg.epochs is not None else fits
-            if fits != planned["epochs"]:
-                log.info("re-planned after epoch %d (%.1fs): %d epochs in all", epoch, wall_s, fits)
-                planned["epochs"] = new_total = fits
+            new_total = planned.after_epoch(epoch, wall_s)
+            if new_total is not None:
+                log.info("re-planned after epoch %d (%.1fs): %d epochs in all", epoch, wall_s, new_total)
         write_state()
         files.write_history(history)
         return new_total

@@ -42,6 +42,13 @@ class RetrievalConfig(RunConfig):
     # evaluation
     tta: Literal["none", "flip"] = "flip"  # for the final validation and the run's predictions
 
+    @field_validator("test_imgsz")
+    @classmethod
+    def _no_test_size(cls, value: int | None) -> int | None:
+        if value is not None:
+            raise ValueError("retrieval validates and predicts at imgsz; test_imgsz is for classify, attributes and styles")
+        return value
+
     @field_validator("branches")
     @classmethod
     def _known_branches(cls, value: list[str]) -> list[str]:

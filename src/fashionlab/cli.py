@@ -71,6 +71,10 @@ def train(
                      devices=devices, nodes=nodes, folds=folds, test=test,
                      skip_bad=skip_bad or None)
     overrides.update(parse_set(set_))  # --set wins over the options (and no TypeError when it names one)
+    from . import STARTED
+    from .engine.budget import count_budget_from
+
+    count_budget_from(STARTED)  # --time-budget bounds the whole command, start-up included
     results = api.train(task, config, resume=resume, **overrides)
     for result in results if isinstance(results, list) else [results]:
         if getattr(result, "rank", 0):  # data-parallel: rank 0 reports

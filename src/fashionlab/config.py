@@ -108,6 +108,13 @@ def _format_validation(err: ValidationError, source: str, cls: type[RunConfig] =
     return f"{source}: {where}: {msg}"
 
 
+def refuse_test_imgsz(task: str, value: int | None) -> int | None:
+    """Validator for tasks that validate and predict at ``imgsz`` (no random-resized-crop zoom to undo)."""
+    if value is not None:
+        raise ValueError(f"{task} validates and predicts at imgsz; test_imgsz is for classify, attributes and styles")
+    return value
+
+
 def parse_set(items: list[str]) -> dict[str, Any]:
     """``["lr=0.01", "schedule=cosine"]`` -> dict with YAML-typed values."""
     out: dict[str, Any] = {}

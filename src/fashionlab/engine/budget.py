@@ -22,6 +22,23 @@ class BudgetPlan:
         return asdict(self)
 
 
+_clock_start: list[float] = []
+
+
+def count_budget_from(start: float) -> None:
+    """Make the next training run's time budget start at ``start`` (a ``time.perf_counter()`` value).
+
+    The CLI passes the moment the process imported fashionlab, so ``--time-budget 480`` bounds the
+    whole command (torch imports and start-up included), not only the training loop.
+    """
+    _clock_start[:] = [start]
+
+
+def budget_clock_start() -> float:
+    """Start of this run's budget: a start set by ``count_budget_from`` (used once), else now."""
+    return _clock_start.pop() if _clock_start else time.perf_counter()
+
+
 def plan_epochs(budget_s: float, elapsed_s: float, n_train: int, n_val: int, train_s_per_image: float,
                 infer_s_per_image: float, max_epochs: int | None = None, safety: float = 0.9) -> BudgetPlan:
     """Whole fine-tune epochs (each = one pass over train + one validation) that fit the time left.

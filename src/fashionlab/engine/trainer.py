@@ -29,7 +29,7 @@ from ..models.losses import Objective
 from ..models.net import ClassifierNet
 from ..tasks import get_task
 from ..tasks.base import LabelledSet, TaskMeta
-from .budget import Replanner, plan_epochs
+from .budget import Replanner, budget_clock_start, plan_epochs
 from .callbacks import build_callbacks, build_trainer
 from .checkpoint import save_weights
 from . import distributed as dist
@@ -107,7 +107,7 @@ def build_model(cfg: RunConfig, task, meta: TaskMeta) -> tuple[ClassifierNet, Ob
 
 
 def train(cfg: RunConfig, resume: bool = False) -> TrainResult:
-    started = time.perf_counter()
+    started = budget_clock_start()
     import lightning.pytorch as pl
 
     from .lit import LitClassifier

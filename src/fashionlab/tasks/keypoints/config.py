@@ -11,7 +11,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator
 
-from ...config import RunConfig
+from ...config import RunConfig, refuse_test_imgsz
 from .metric import CATEGORIES
 
 
@@ -43,9 +43,7 @@ class KeypointsConfig(RunConfig):
     @field_validator("test_imgsz")
     @classmethod
     def _no_test_size(cls, value: int | None) -> int | None:
-        if value is not None:
-            raise ValueError("keypoints validates and predicts at imgsz; test_imgsz is for classify, attributes and styles")
-        return value
+        return refuse_test_imgsz("keypoints", value)
 
     @field_validator("categories")
     @classmethod

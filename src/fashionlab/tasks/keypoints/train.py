@@ -21,7 +21,7 @@ from ...config import save_config
 from ...data.images import check_images
 from ...engine.callbacks import build_trainer
 from ...engine.trainer import probe_train_speed
-from ...engine.budget import Replanner, plan_epochs
+from ...engine.budget import Replanner, budget_clock_start, plan_epochs
 from ...engine.image_size import native_size, size_for_photos
 from ...engine.predictor import make_loader
 from ...engine.run_files import RunFiles
@@ -69,7 +69,7 @@ def data_summary(train: KeypointRecords, val: KeypointRecords) -> dict[str, Any]
 
 
 def train_keypoints(cfg: KeypointsConfig, resume: bool = False) -> TrainResult:
-    started = time.perf_counter()
+    started = budget_clock_start()
     import lightning.pytorch as pl
     from lightning.pytorch.callbacks import ModelCheckpoint
 

@@ -13,7 +13,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator
 
-from ...config import RunConfig
+from ...config import RunConfig, refuse_test_imgsz
 
 BRANCHES = ("global", "horizontal", "vertical", "ring")
 
@@ -45,9 +45,7 @@ class RetrievalConfig(RunConfig):
     @field_validator("test_imgsz")
     @classmethod
     def _no_test_size(cls, value: int | None) -> int | None:
-        if value is not None:
-            raise ValueError("retrieval validates and predicts at imgsz; test_imgsz is for classify, attributes and styles")
-        return value
+        return refuse_test_imgsz("retrieval", value)
 
     @field_validator("branches")
     @classmethod

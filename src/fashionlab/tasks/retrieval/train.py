@@ -23,7 +23,7 @@ from ...data.images import ImageDataset, check_images
 from ...data.transforms import eval_transform, train_transform
 from ...engine.callbacks import build_trainer
 from ...engine.trainer import probe_train_speed
-from ...engine.budget import Replanner, plan_epochs
+from ...engine.budget import Replanner, budget_clock_start, plan_epochs
 from ...engine.image_size import native_size, size_for_photos
 from ...engine.predictor import make_loader
 from ...engine.run_files import RunFiles
@@ -72,7 +72,7 @@ def score_embeddings(val: ItemTable, embeddings: np.ndarray) -> dict[str, float]
 
 
 def train_retrieval(cfg: RetrievalConfig, resume: bool = False) -> TrainResult:
-    started = time.perf_counter()
+    started = budget_clock_start()
     import lightning.pytorch as pl
     from lightning.pytorch.callbacks import ModelCheckpoint
 

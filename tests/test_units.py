@@ -198,3 +198,5 @@ def test_replanning_ignores_one_slow_epoch():
     assert plan.after_epoch(1, 50.0, now=50.0) == 6  # faster than planned early on: extend, up to max_epochs
     plan = Replanner(4, deadline=400.0, epoch_times=[50.0, 50.0, 50.0])
     assert plan.after_epoch(3, 50.0, now=150.0) is None  # past half the plan: no extension
+    plan = Replanner(27, deadline=200.0, epoch_times=[4.5, 4.5, 4.5])
+    assert plan.after_epoch(12, 4.5, now=125.0) is None  # 28 would fit: not worth re-planning for one epoch in 27

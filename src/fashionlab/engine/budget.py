@@ -68,7 +68,7 @@ class Replanner:
     """Re-plans the number of epochs after each validated epoch so the run ends inside the budget.
 
     Shrinks whenever the plan would overrun; extends only in the first half of the plan, where
-    stretching the LR schedule barely changes it. ``epoch_times`` starts with the planner's estimate.
+    stretching the LR schedule barely changes it, and only by a tenth of the plan or more. ``epoch_times`` starts with the planner's estimate.
     """
 
     epochs: int
@@ -82,7 +82,9 @@ class Replanner:
         now = time.perf_counter() if now is None else now
         fits = epoch + max(0, int((self.deadline - now) * 0.97 // typical_epoch_s(self.epoch_times)))
         fits = min(fits, self.max_epochs) if self.max_epochs is not None else fits
-        if fits < self.epochs or (epoch <= max(2, self.epochs // 2) and fits > self.epochs):
+        # extend by at least a tenth: re-planning 27 -> 28 -> 27 epochs only jitters the LR schedule
+        extend = fits >= self.epochs + max(1, self.epochs // 10) and epoch <= max(2, self.epochs // 2)
+        if fits < self.epochs or extend:
             self.epochs = fits
             return fits
         return None

@@ -180,8 +180,6 @@ def test_test_size_undoes_the_train_crop_zoom():
 
 
 def test_replanning_ignores_one_slow_epoch():
-    import time
-
     from fashionlab.engine.budget import Replanner, typical_epoch_s
 
     assert typical_epoch_s([34.5, 32.2, 91.4]) == 34.5  # probe estimate, epoch 1, a disturbed epoch 2

@@ -126,6 +126,16 @@ def parse_set(items: list[str]) -> dict[str, Any]:
     return out
 
 
+def read_yaml(path: str | Path) -> Any:
+    """A config file's parsed YAML; a missing file or bad YAML is a one-line error naming the file."""
+    try:
+        return yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise FashionlabError(f"{path}: config file not found") from None
+    except yaml.YAMLError as exc:
+        raise FashionlabError(f"{path}: not valid YAML ({exc.__class__.__name__})") from None
+
+
 def load_config(path: str | Path | None = None, cls: type[RunConfig] = RunConfig, **overrides: Any) -> RunConfig:
     """Merge a YAML file with overrides (None values are ignored) and validate the result as ``cls``.
 
@@ -135,12 +145,7 @@ def load_config(path: str | Path | None = None, cls: type[RunConfig] = RunConfig
     source = "config"
     if path:
         source = str(path)
-        try:
-            loaded = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise FashionlabError(f"{path}: config file not found") from None
-        except yaml.YAMLError as exc:
-            raise FashionlabError(f"{path}: not valid YAML ({exc.__class__.__name__})") from None
+        loaded = read_yaml(path)
         if loaded is not None and not isinstance(loaded, dict):
             raise FashionlabError(f"{path}: expected a mapping of option: value")
         values.update(loaded or {})

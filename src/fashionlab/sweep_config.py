@@ -14,10 +14,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from .config import RunConfig, _format_validation
+from .config import RunConfig, _format_validation, read_yaml
 from .errors import FashionlabError
 
 FOLD_TASKS = ("attributes", "classify", "styles")
@@ -117,12 +116,7 @@ def _sample(dist: dict[str, list[Any]], rng: np.random.Generator) -> Any:
 
 def read_sweep(path: Path, overrides: dict[str, Any]) -> tuple[dict[str, Any], SweepSpec]:
     """(base run options, sweep spec) from the YAML; ``sweep.KEY`` overrides go into the sweep section."""
-    try:
-        loaded = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise FashionlabError(f"{path}: config file not found") from None
-    except yaml.YAMLError as exc:
-        raise FashionlabError(f"{path}: not valid YAML ({exc.__class__.__name__})") from None
+    loaded = read_yaml(path)
     if not isinstance(loaded, dict):
         raise FashionlabError(f"{path}: expected a mapping of option: value with a sweep: section")
     base = dict(loaded)

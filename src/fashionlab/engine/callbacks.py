@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import torch
+
 from lightning.pytorch.callbacks import Callback, EarlyStopping, EMAWeightAveraging, ModelCheckpoint, WeightAveraging
 
 from ..config import RunConfig
@@ -21,6 +23,14 @@ class LateSWA(WeightAveraging):
         return epoch_idx is not None and epoch_idx >= self.start_epoch
 
 
+def unfreeze_last(backbone: torch.nn.Module, share: float) -> None:
+    """Train only the last ``share`` of the backbone's parameter tensors; freeze the earlier ones."""
+    params = list(backbone.parameters())
+    trainable = int(len(params) * share)
+    for i, param in enumerate(params):
+        param.requires_grad_(i >= len(params) - trainable)
+
+
 class StagedUnfreeze(Callback):
     """Staged fine-tuning: the epochs are split into ``stages``; stage s trains the last s/N of the
     backbone's (unfrozen share of) parameter tensors, and the backbone LR is multiplied by
@@ -32,10 +42,7 @@ class StagedUnfreeze(Callback):
 
     def on_train_epoch_start(self, trainer, pl_module) -> None:
         stage = min(self.stages, 1 + trainer.current_epoch * self.stages // self.epochs)
-        params = list(pl_module.net.backbone.parameters())
-        trainable = int(len(params) * (1 - self.frozen_fraction) * stage / self.stages)
-        for i, param in enumerate(params):
-            param.requires_grad_(i >= len(params) - trainable)
+        unfreeze_last(pl_module.net.backbone, (1 - self.frozen_fraction) * stage / self.stages)
         scheduler = trainer.lr_scheduler_configs[0].scheduler
         if self._base is None:
             self._base = list(scheduler.base_lrs)

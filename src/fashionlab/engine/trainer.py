@@ -30,7 +30,7 @@ from ..models.net import ClassifierNet
 from ..tasks import get_task
 from ..tasks.base import LabelledSet, TaskMeta
 from .budget import Replanner, budget_clock_start, plan_epochs
-from .callbacks import build_callbacks, build_trainer
+from .callbacks import build_callbacks, build_trainer, unfreeze_last
 from .checkpoint import save_weights
 from . import distributed as dist
 from .head_stage import train_head
@@ -70,13 +70,17 @@ def _targets(data: LabelledSet) -> list[tuple[int, np.ndarray]]:
 
 
 def probe_train_speed(net: torch.nn.Module, loader, loss_of, device: str, batches: int = 5,
-                      warmup: int = 2) -> float:
+                      warmup: int = 2, frozen_fraction: float = 0.0) -> float:
     """Seconds per training image, measured on a throw-away copy (the first batches are warm-up).
 
     ``loss_of(trial_net, batch) -> (loss, n_images)`` is the task's own training step.
+    ``frozen_fraction``: the earliest share of backbone tensors the run keeps frozen (no backward
+    pass through them: measured 51 -> 84 train img/s at 128 px for efficientnet_lite0 with 0.3).
     """
     trial = copy.deepcopy(net).to(device).train()
-    optimizer = torch.optim.AdamW(trial.parameters(), lr=1e-6)
+    if frozen_fraction > 0:
+        unfreeze_last(trial.backbone, 1 - frozen_fraction)
+    optimizer = torch.optim.AdamW([p for p in trial.parameters() if p.requires_grad], lr=1e-6)
     times, seen = [], []
     clock = time.perf_counter()
     for i, batch in enumerate(loader):
@@ -204,7 +208,7 @@ def train(cfg: RunConfig, resume: bool = False) -> TrainResult:
 
     train_s = 0.0
     if cfg.time_budget > 0 and not resuming and not handoff:
-        train_s = probe_train_speed(net, train_loader, loss_of, device)
+        train_s = probe_train_speed(net, train_loader, loss_of, device, frozen_fraction=cfg.frozen_fraction)
         if auto_size:  # settle the size before the head stage's feature pass, which costs as much as it
             head_s = (len(train_set) + len(val_set)) * train_s / 3 if cfg.head_epochs > 0 else 0.0
             epoch_s = n_train * train_s + n_val * train_s / 3

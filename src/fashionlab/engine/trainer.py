@@ -75,7 +75,8 @@ def probe_train_speed(net: torch.nn.Module, loader, loss_of, device: str, batche
 
     ``loss_of(trial_net, batch) -> (loss, n_images)`` is the task's own training step.
     ``frozen_fraction``: the earliest share of backbone tensors the run keeps frozen (no backward
-    pass through them: measured 51 -> 84 train img/s at 128 px for efficientnet_lite0 with 0.3).
+    pass through them: 45 -> 68 train img/s at 128 px for efficientnet_lite0 with 0.3, measured by
+    ``benchmarks/backbone_probe.py speed``).
     """
     trial = copy.deepcopy(net).to(device).train()
     if frozen_fraction > 0:

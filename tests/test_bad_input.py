@@ -92,12 +92,18 @@ def test_atomic_write_leaves_nothing_on_failure(tmp_path: Path) -> None:
     assert list(tmp_path.iterdir()) == [out]
 
 
-def test_test_imgsz_refused_where_it_does_not_apply() -> None:
-    from fashionlab.config import load_config
-    from fashionlab.tasks.keypoints.config import KeypointsConfig
-    from fashionlab.tasks.retrieval.config import RetrievalConfig
+@pytest.mark.parametrize("task", ["keypoints", "retrieval"])
+@pytest.mark.parametrize("option", ["test_imgsz", "mixup", "head_epochs", "label_smoothing", "maybe_weight"])
+def test_an_option_a_task_cannot_honour_is_a_one_line_error(task: str, option: str) -> None:
+    from fashionlab import api
 
-    for cls in (KeypointsConfig, RetrievalConfig):
-        with pytest.raises(FashionlabError, match="test_imgsz is for classify"):
-            load_config(None, cls, test_imgsz=96)
-    assert load_config(None, test_imgsz=96).test_imgsz == 96
+    if task == "retrieval" and option == "label_smoothing":  # the ID heads are smoothed
+        assert api.config(task, label_smoothing=0.2).label_smoothing == 0.2
+        return
+    with pytest.raises(FashionlabError, match=rf"{option}: not an option of the {task} task \(it is one of "):
+        api.config(task, **{option: 1})
+    with pytest.raises(FashionlabError, match="unknown option of the styles task; its options: "):
+        api.config("styles", tpyo=1)
+    assert api.config("classify", test_imgsz=96).test_imgsz == 96
+    with pytest.raises(FashionlabError, match=r"label_smoothing: not an option of the styles task"):
+        api.config("styles", label_smoothing=0.1)

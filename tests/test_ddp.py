@@ -91,7 +91,6 @@ def test_training_order_does_not_depend_on_the_process_count() -> None:
 
 
 @pytest.mark.parametrize("task,extra,message", [
-    ("keypoints", {}, "keypoints: not yet"),
     ("classify", {"folds": 3}, "not with folds"),
     ("classify", {"device": "cuda:1"}, "cuda"),
 ])

@@ -170,7 +170,9 @@ def test_kfold_writes_oof_for_every_image_and_test_average(class_folders: Path, 
     assert len(result.metrics["per_fold"]) == 3
     assert len(pd.read_csv(run / "test.csv")) == 30
     mtime = (run / "fold0" / "weights" / "best.pt").stat().st_mtime
-    api.train("classify", data=str(class_folders), out=str(run), folds=3, epochs=0, **TINY)  # re-run: folds reused
+    with pytest.raises(FashionlabError, match="holds a finished run; continue it with --resume"):
+        api.train("classify", data=str(class_folders), out=str(run), folds=3, epochs=0, **TINY)
+    api.train("classify", resume=run)  # finished folds are reused
     assert (run / "fold0" / "weights" / "best.pt").stat().st_mtime == mtime
 
 

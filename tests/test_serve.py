@@ -241,9 +241,12 @@ def test_web_page_is_self_contained(client) -> None:
 
 
 def test_unservable_weights_are_one_line_errors(models, tmp_path: Path) -> None:
-    other = tmp_path / "kp.pt"
-    torch.save({"format": "fashionlab-keypoints-1"}, other)
-    with pytest.raises(FashionlabError, match="serving keypoints models is not supported yet"):
+    other = tmp_path / "r.pt"
+    torch.save({"format": "fashionlab-retrieval-1"}, other)
+    with pytest.raises(FashionlabError, match="retrieval models are served through an index"):
+        create_app([other])
+    torch.save({"format": "someone-elses-1"}, other)
+    with pytest.raises(FashionlabError, match="unknown weights format 'someone-elses-1'; servable formats: "):
         create_app([other])
     with pytest.raises(FashionlabError, match="no weights file"):
         create_app([tmp_path / "missing"])
@@ -256,20 +259,17 @@ def retrieval_index(tmp_path_factory) -> Path:
     """A real index from the retrieval task (tiny random embedding model, 6 synthetic items)."""
     pytest.importorskip("faiss")
     root = tmp_path_factory.mktemp("serve_index")
-    try:
-        from fashionlab.data.synth.retrieval import synth_retrieval
-        from fashionlab.tasks.retrieval.features import create_feature_map
-        from fashionlab.tasks.retrieval.model import build_net, save_retrieval
-        from fashionlab.tasks.retrieval.search import build_index
+    from fashionlab.data.synth.retrieval import synth_retrieval
+    from fashionlab.tasks.retrieval.features import create_feature_map
+    from fashionlab.tasks.retrieval.model import build_net, save_retrieval
+    from fashionlab.tasks.retrieval.search import build_index
 
-        spec = {"model": "test_efficientnet", "imgsz": 64, "branches": ["global", "horizontal", "ring"],
-                "embed_dim": 16, "stripes": [2, 3], "rings": 2, "output_stride": 32, "categories": []}
-        data = synth_retrieval(root / "data", n_items=6, size=64, seed=3)
-        torch.manual_seed(0)
-        net = build_net(create_feature_map("test_efficientnet", "none", 32), spec)
-        weights = save_retrieval(root / "embed.pt", net.eval(), spec, (0.5,) * 3, (0.5,) * 3)
-    except (ImportError, TypeError, KeyError) as exc:  # the retrieval task's helpers moved: not a serve bug
-        pytest.skip(f"cannot build a retrieval index with the retrieval task's helpers ({exc!r})")
+    spec = {"model": "test_efficientnet", "imgsz": 64, "branches": ["global", "horizontal", "ring"],
+            "embed_dim": 16, "stripes": [2, 3], "rings": 2, "output_stride": 32, "categories": []}
+    data = synth_retrieval(root / "data", n_items=6, size=64, seed=3)
+    torch.manual_seed(0)
+    net = build_net(create_feature_map("test_efficientnet", "none", 32), spec)
+    weights = save_retrieval(root / "embed.pt", net.eval(), spec, (0.5,) * 3, (0.5,) * 3)
     return build_index(weights, data / "items.csv", root / "index", batch=16, workers=0, device="cpu")
 
 

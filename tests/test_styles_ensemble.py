@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from fashionlab.engine.ensemble import ensemble_files, write_probabilities
+from fashionlab.ensemble import ensemble_files, write_probabilities
 from fashionlab.errors import FashionlabError
 
 IMAGES, LABELS = ["a.jpg", "b.jpg"], ["x", "y"]

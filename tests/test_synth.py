@@ -7,7 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fashionlab.data.synth import SYNTH, synth
+from fashionlab.api import synth
+from fashionlab.tasks import all_tasks
 from fashionlab.data.synth.attributes import ATTRIBUTE_TASKS, render_attribute, synth_attributes
 from fashionlab.data.synth.keypoints import _CATEGORY_POINTS, _POINT_NAMES
 from fashionlab.data.synth.styles import STYLE_LABELS, render_style, sample_labels
@@ -29,9 +30,11 @@ def _first_image(root: Path, task: str) -> Path:
 
 
 def test_registry_and_unknown_task(tmp_path: Path) -> None:
-    assert set(SYNTH) == {"attributes", "styles", "retrieval", "keypoints"}
-    with pytest.raises(FashionlabError, match="valid: attributes, styles, retrieval, keypoints"):
+    assert {t.name for t in all_tasks() if t.synth_generator} == {"attributes", "styles", "retrieval", "keypoints"}
+    with pytest.raises(FashionlabError, match="unknown task 'nope'"):
         synth("nope", tmp_path)
+    with pytest.raises(FashionlabError, match="no synthetic data for task 'classify'"):
+        synth("classify", tmp_path)
     with pytest.raises(FashionlabError, match="bogus"):
         synth("styles", tmp_path, bogus=1)
     with pytest.raises(FashionlabError, match="unknown attribute task"):

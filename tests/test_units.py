@@ -202,7 +202,7 @@ def test_replanning_ignores_one_slow_epoch():
 
 def test_unfreeze_last_and_probe_with_frozen_layers() -> None:
     from fashionlab.engine.callbacks import unfreeze_last
-    from fashionlab.engine.trainer import probe_train_speed
+    from fashionlab.engine.fit import probe_train_speed
 
     net = torch.nn.Module()
     net.backbone = torch.nn.Sequential(*[torch.nn.Linear(4, 4) for _ in range(5)])  # 10 tensors

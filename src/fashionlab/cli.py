@@ -62,19 +62,19 @@ def train(
     folds: Optional[int] = typer.Option(None, help="K-fold: K models + out-of-fold probabilities (RUN/oof.csv)."),
     test: Optional[str] = typer.Option(None, help="K-fold: images to predict with every fold model (RUN/test.csv)."),
     skip_bad: bool = typer.Option(False, "--skip-bad", help="Skip unreadable images (counted, with a warning)."),
-    resume: Optional[Path] = typer.Option(None, help="Continue a killed run from its folder."),
+    resume: Optional[Path] = typer.Option(None, help="Continue a stopped run from its folder."),
+    exist_ok: bool = typer.Option(False, "--exist-ok", help="Replace a run already in --out (default: refuse)."),
     set_: list[str] = typer.Option([], "--set", help="Any config option: --set schedule=cosine (repeatable)."),
 ) -> None:
     """Train a model; the best checkpoint by the task's metric goes to RUN/weights/best.pt."""
     overrides = dict(data=data, out=out, model=model, pretrained=pretrained, imgsz=imgsz, epochs=epochs, batch=batch,
                      lr=lr, time_budget=time_budget, val_data=val_data, device=device, workers=workers, seed=seed,
                      devices=devices, nodes=nodes, folds=folds, test=test,
-                     skip_bad=skip_bad or None)
+                     skip_bad=skip_bad or None, exist_ok=exist_ok or None)
     overrides.update(parse_set(set_))  # --set wins over the options (and no TypeError when it names one)
     from . import STARTED
-    from .engine.budget import count_budget_from
 
-    count_budget_from(STARTED)  # --time-budget bounds the whole command, start-up included
+    api.count_budget_from(STARTED)  # --time-budget bounds the whole command, start-up included
     results = api.train(task, config, resume=resume, **overrides)
     for result in results if isinstance(results, list) else [results]:
         if getattr(result, "rank", 0):  # data-parallel: rank 0 reports
@@ -109,7 +109,8 @@ def predict(
     source: Path = typer.Option(..., help="Image folder, image, or list file."),
     out: Path = typer.Option(Path("predictions.csv"), help="Output CSV."),
     tta: str = typer.Option("none", help="none | flip | 5crop | 10crop (keypoints, retrieval: none | flip)"),
-    combine: str = typer.Option("mean", help="Several weights: mean | vote | confidence (weighted vote)."),
+    combine: Optional[str] = typer.Option(None, help="Several weights: mean | vote | confidence (classifiers); "
+                                                     "keypoints mean; retrieval concat."),
     batch: int = typer.Option(64),
     workers: int = typer.Option(2),
     device: str = typer.Option("auto"),
@@ -126,15 +127,15 @@ def submit(
     weights: list[Path] = typer.Option(..., help="best.pt or run folder; repeat for an ensemble."),
     source: Path = typer.Option(..., help="Test release root or question/label CSV."),
     out: Path = typer.Option(Path("submission.csv")),
-    tta: str = typer.Option("10crop", help="none | flip | 5crop | 10crop"),
-    combine: str = typer.Option("mean", help="Several weights: mean | vote | confidence."),
+    tta: Optional[str] = typer.Option(None, help="Default: the competition's (10crop; keypoints, retrieval: flip)."),
+    combine: Optional[str] = typer.Option(None, help="Several weights: mean | vote | confidence (classifiers)."),
     batch: int = typer.Option(64),
     workers: int = typer.Option(2),
     device: str = typer.Option("auto"),
 ) -> None:
     """Write a competition submission (predict with the competition's TTA default)."""
-    path = api.predict(task, list(weights), source, out, tta=tta, batch=batch, workers=workers, device=device,
-                       combine=combine)
+    path = api.submit(task, list(weights), source, out, tta=tta, batch=batch, workers=workers, device=device,
+                      combine=combine)
     console.print(f"wrote submission {path}")
 
 
@@ -179,11 +180,8 @@ def index(
     device: str = typer.Option("auto"),
 ) -> None:
     """Embed a gallery and build a FAISS index (ids and categories stored beside it)."""
-    _only(task, "retrieval")
-    from .tasks.retrieval.search import build_index
-
-    path = build_index(weights if len(weights) > 1 else weights[0], gallery, out, kind=kind, fusion=fusion, tta=tta,
-                       device=device)
+    path = api.index(task, weights if len(weights) > 1 else weights[0], gallery, out, kind=kind, fusion=fusion,
+                     tta=tta, device=device)
     console.print(f"wrote index {path}")
 
 
@@ -198,10 +196,7 @@ def search(
     device: str = typer.Option("auto"),
 ) -> None:
     """Rank the gallery for each query image."""
-    _only(task, "retrieval")
-    from .tasks.retrieval.search import search as run_search
-
-    results = run_search(index_dir, query, top=top, out=out, category=category, device=device)
+    results = api.search(task, index_dir, query, top=top, out=out, category=category, device=device)
     if out is not None:
         console.print(f"wrote {out} ({len(results)} queries)")
         return
@@ -218,10 +213,7 @@ def thresholds(
     method: str = typer.Option("greedy", help="greedy | lbfgs | none"),
 ) -> None:
     """Tune per-label thresholds that maximise sample F2 (styles); predict/evaluate read the JSON."""
-    _only(task, "styles")
-    from .tasks.styles.thresholds import tune_thresholds_files
-
-    result = tune_thresholds_files(pred, truth, out, method)
+    result = api.thresholds(task, pred, truth, out, method)
     console.print(f"F2 {result['f2_before']:.4f} at 0.5 -> {result['f2_after']:.4f} tuned on {result['images']} "
                   f"images (cross-fit, tuned on one half and scored on the other: {result['f2_crossfit']:.4f}); "
                   f"wrote {out}")
@@ -243,10 +235,8 @@ def ensemble(
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Combine several runs' probability CSVs; prunes models correlated above --corr-threshold."""
-    from .engine.ensemble import ensemble_files
-
-    result = ensemble_files(pred, out, method, truth, weight or None, test or None, test_out, corr_threshold, top_n,
-                            task, thresholds_json or None)
+    result = api.ensemble(task, pred, out, method, truth, weight or None, test or None, test_out, corr_threshold,
+                          top_n, thresholds_json or None)
     if as_json:
         print(json.dumps(result))
         return
@@ -269,14 +259,7 @@ def preview_recolour(
     seed: int = typer.Option(0),
 ) -> None:
     """PNG grid: original, garment mask, recoloured variants."""
-    from .data.recolour import preview_recolour as make_grid
-
-    console.print(f"wrote {make_grid(source, out, variants, masks, seed, max_images=n)}")
-
-
-def _only(task: str, expected: str) -> None:
-    if task != expected:
-        raise FashionlabError(f"this verb is for the {expected} task, not '{task}'")
+    console.print(f"wrote {api.preview_recolour(source, out, variants, masks, seed, max_images=n)}")
 
 
 @app.command()
@@ -306,9 +289,8 @@ def data_synth(
     seed: int = typer.Option(0),
 ) -> None:
     """Generate an embedded synthetic dataset in the competition's own layout."""
-    count_arg = {"attributes": "n_per_task", "retrieval": "n_items"}.get(task, "n")
-    kwargs = {k: v for k, v in {count_arg: n, "size": size, "seed": seed}.items() if v is not None}
-    console.print(f"wrote {api.synth(task, out, **kwargs)}")
+    kwargs = {k: v for k, v in {"size": size, "seed": seed}.items() if v is not None}
+    console.print(f"wrote {api.synth(task, out, n=n, **kwargs)}")
 
 
 from . import cli_ship  # noqa: E402 - serve/export live in their own module
@@ -324,10 +306,12 @@ def run() -> None:
     try:
         app()
     except FashionlabError as err:
-        console.print(f"[red]error[/]: {err}", highlight=False, soft_wrap=True)
-        sys.exit(2)
+        code = getattr(err, "exit_code", 2)  # a run stopped by a signal: 130 (Ctrl-C) / 143 (SIGTERM)
+        console.print(f"[{'yellow' if code != 2 else 'red'}]{'stopped' if code != 2 else 'error'}[/]: {err}",
+                      highlight=False, soft_wrap=True)
+        sys.exit(code)
     except KeyboardInterrupt:
-        console.print("[yellow]interrupted[/]: weights saved so far are in RUN/weights (resume with --resume RUN)")
+        console.print("[yellow]interrupted[/]: weights saved so far are in RUN/weights (continue with --resume RUN)")
         sys.exit(130)
 
 

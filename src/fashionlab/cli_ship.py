@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from .errors import FashionlabError
+from . import api
 
 
 def register(app: typer.Typer, console) -> None:
@@ -25,15 +25,10 @@ def register(app: typer.Typer, console) -> None:
         device: str = typer.Option("cpu", help="cpu | cuda | cuda:N (ONNX files run on the CPU)."),
     ) -> None:
         """Serve models over HTTP: POST /predict/{task}, POST /search, GET /health; page at /, docs at /docs."""
-        try:
-            import uvicorn
+        service = api.service(weights, index=index, max_upload_mb=max_upload_mb, batch_window_ms=batch_window_ms,
+                              max_batch=max_batch, timeout_s=timeout, micro_batching=batching, device=device)
+        import uvicorn
 
-            from .serve import create_app
-        except ImportError as exc:
-            raise FashionlabError(f"serving needs FastAPI and uvicorn ({exc.name} is missing): "
-                                  "pip install 'fashionlab[serve]'") from None
-        service = create_app(weights, index=index, max_upload_mb=max_upload_mb, batch_window_ms=batch_window_ms,
-                             max_batch=max_batch, timeout_s=timeout, micro_batching=batching, device=device)
         tasks = ", ".join(service.state.serve.adapters) or "search only"
         console.print(f"serving {tasks} on http://{host}:{port} (page /, API docs /docs); "
                       f"micro-batching {'on' if batching else 'off'}")
@@ -49,16 +44,8 @@ def register(app: typer.Typer, console) -> None:
         as_json: bool = typer.Option(False, "--json", help="Print the summary as one JSON object."),
     ) -> None:
         """Export weights for deployment: ONNX with a dynamic batch, every head's logits in one output."""
-        if fmt != "onnx":
-            raise FashionlabError(f"export format '{fmt}' is not supported; formats: onnx")
-        from .engine.classifier_predict import weights_files
-        from .engine.export import export_onnx
-
-        files = weights_files(weights)
-        if len(files) != 1:
-            raise FashionlabError(f"{weights}: holds {len(files)} models; export one best.pt at a time")
-        target = out or files[0].with_suffix(".onnx")
-        summary = export_onnx(files[0], target, opset=opset, check=check)
+        summary = api.export(weights, out, fmt=fmt, opset=opset, check=check)
+        target = summary["out"]
         if as_json:
             print(json.dumps(summary))
             return

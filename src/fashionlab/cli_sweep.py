@@ -9,6 +9,7 @@ from typing import Optional
 import typer
 from rich.table import Table
 
+from . import api
 from .config import parse_set
 
 
@@ -22,10 +23,8 @@ def register(app: typer.Typer, console) -> None:
         as_json: bool = typer.Option(False, "--json", help="Print the combinations summary as JSON."),
     ) -> None:
         """Fan out folds x backbones x hyper-parameters over Ray; gather results and OOF files per combination."""
-        from .sweep import run_sweep
-
         verbose = logging.getLogger().level <= logging.INFO
-        result = run_sweep(config, out=out, address=address, overrides=parse_set(set_), verbose=verbose)
+        result = api.sweep(config, out=out, address=address, overrides=parse_set(set_), verbose=verbose)
         if as_json:
             print(json.dumps({"out": str(result["out"]), "summary": result["summary"]}))
             return

@@ -39,14 +39,14 @@ def run_trial(config: dict[str, Any]) -> None:
     import torch
     from ray import tune
 
+    from .engine.fit import fit
     from .engine.progress import epoch_listener
-    from .engine.trainer import train
     from .tasks import get_task
 
     spec = config["trial"]
     torch.set_num_threads(max(1, int(spec["threads"])))
     task = get_task(spec["task"])
-    cfg = task.config_class(**spec["cfg"])
+    cfg = task.config_class(**{**spec["cfg"], "exist_ok": True})  # the sweep owns its trial folders
     Path(cfg.out, RECORD).unlink(missing_ok=True)
     started = time.perf_counter()
 
@@ -54,7 +54,7 @@ def run_trial(config: dict[str, Any]) -> None:
         tune.report({"metric": metric, "epoch": epoch, "train_loss": train_loss})
 
     with epoch_listener(report):
-        result = train(cfg) if spec["fold"] is not None else task.fit(cfg)
+        result = fit(task.hooks(cfg)) if spec["fold"] is not None else task.fit(cfg)
     results = result if isinstance(result, list) else [result]
     best = results[0].metrics.get(task.metric) if len(results) == 1 else None
     write_json(Path(cfg.out) / RECORD, {"status": "done", "best": best, "seconds": round(time.perf_counter() - started, 1)})
@@ -108,6 +108,10 @@ def _run_tune(trials: list[Trial], spec: SweepSpec, out: Path, address: str | No
     os.environ.setdefault("RAY_CHDIR_TO_TRIAL_DIR", "0")  # paths are absolute anyway; keep the cwd
     started = _start_ray(ray, spec, address, verbose)
     try:
+        from .tasks import get_task
+
+        task = get_task(trials[0].cfg.task)
+        mode = "max" if task.higher_is_better else "min"
         threads = max(1, int(spec.resources.cpu))
         specs = [{"name": t.name, "task": t.cfg.task, "fold": t.fold, "threads": threads, "cfg": t.cfg.model_dump()}
                  for t in trials]
@@ -117,7 +121,7 @@ def _run_tune(trials: list[Trial], spec: SweepSpec, out: Path, address: str | No
             tune.with_resources(run_trial, resources),
             param_space={"trial": tune.grid_search(specs)},
             tune_config=tune.TuneConfig(
-                metric="metric", mode="max", scheduler=_scheduler(tune, spec, max_epochs),
+                metric="metric", mode=mode, scheduler=_scheduler(tune, spec, max_epochs),
                 max_concurrent_trials=spec.max_concurrent or None,
                 trial_name_creator=lambda t: t.config["trial"]["name"].replace("/", "-"),
                 trial_dirname_creator=lambda t: t.config["trial"]["name"].replace("/", "-")),
@@ -134,7 +138,7 @@ def _run_tune(trials: list[Trial], spec: SweepSpec, out: Path, address: str | No
             frame = result.metrics_dataframe
             reported = frame["metric"].dropna() if frame is not None and "metric" in frame else []
             record = {"status": "error" if result.error else "stopped",
-                      "best": float(max(reported)) if len(reported) else None,
+                      "best": float(max(reported) if mode == "max" else min(reported)) if len(reported) else None,
                       "epochs": int(len(reported)),
                       "seconds": round(float((result.metrics or {}).get("time_total_s", 0.0)), 1)}
             if result.error:
@@ -148,7 +152,7 @@ def _run_tune(trials: list[Trial], spec: SweepSpec, out: Path, address: str | No
 
 def _gather(combo: Combination, trials: list[Trial], trained: set[str]) -> dict[str, Any] | None:
     """The combination's OOF files and metrics when every fold is done (None otherwise)."""
-    from .engine.kfold import gather_folds, rescore
+    from .engine.kfold import gather_folds
     from .tasks import get_task
 
     if combo.cfg.folds < 2:
@@ -159,7 +163,7 @@ def _gather(combo: Combination, trials: list[Trial], trained: set[str]) -> dict[
         return json.loads(metrics_path.read_text(encoding="utf-8"))
     task = get_task(combo.cfg.task)
     save_config(combo.cfg, Path(combo.cfg.out) / "config.yaml")
-    return gather_folds(task, combo.cfg, [rescore(task, t.cfg) for t in trials]).metrics
+    return gather_folds(task, combo.cfg, [task.rescore(t.cfg) for t in trials]).metrics
 
 
 def _row(trial: Trial, metric: str, keys: list[str]) -> dict[str, Any]:
@@ -200,7 +204,8 @@ def run_sweep(config: Path, out: Path | None = None, address: str | None = None,
     base.pop("out", None)
     combos = expand(Path(config), base, spec, out)
     trials = trials_of(combos)
-    metric = get_task(combos[0].cfg.task).metric
+    task = get_task(combos[0].cfg.task)
+    metric, sign = task.metric, (1 if task.higher_is_better else -1)
     todo = [t for t in trials if not _finished(t) and (_record(t) or {}).get("status") != "stopped"]
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "sweep.json", {"config": str(Path(config).resolve()), "spec": spec.model_dump(),
@@ -228,7 +233,7 @@ def run_sweep(config: Path, out: Path | None = None, address: str | None = None,
                         ("oof_" if combo.cfg.folds >= 2 else "val_") + metric: "" if value is None else round(value, 4),
                         "run": str(Path(combo.cfg.out))})
     value_key = list(summary[0])[-2]
-    summary.sort(key=lambda s: -(s[value_key] if s[value_key] != "" else -1e9))
+    summary.sort(key=lambda s: -(sign * s[value_key] if s[value_key] != "" else -1e9))  # best first
     _write_table(out / "summary.csv", summary)
     write_text(out / "results.md", f"# Sweep {Path(config).name}\n\n## Combinations (by {value_key})\n\n"
                + _markdown(summary) + "\n## Trials\n\n" + _markdown(rows))

@@ -43,13 +43,15 @@ def budget_clock_start() -> float:
 
 
 def plan_epochs(budget_s: float, elapsed_s: float, n_train: int, n_val: int, train_s_per_image: float,
-                infer_s_per_image: float, max_epochs: int | None = None, safety: float = 0.9) -> BudgetPlan:
+                infer_s_per_image: float, max_epochs: int | None = None, safety: float = 0.9,
+                reserve_s: float | None = None) -> BudgetPlan:
     """Whole fine-tune epochs (each = one pass over train + one validation) that fit the time left.
 
-    ``reserve`` keeps room for the final evaluation of the best checkpoint and writing outputs.
-    ``safety`` absorbs step-time noise; Lightning's ``max_time`` enforces the hard limit anyway.
+    ``reserve_s`` keeps room for the final evaluation of the best checkpoint and writing outputs
+    (default: one validation pass + 5 s). ``safety`` absorbs step-time noise; Lightning's
+    ``max_time`` enforces the hard limit anyway.
     """
-    reserve = n_val * infer_s_per_image + 5.0
+    reserve = n_val * infer_s_per_image + 5.0 if reserve_s is None else reserve_s
     remaining = budget_s - elapsed_s - reserve
     epoch_s = n_train * train_s_per_image + n_val * infer_s_per_image
     epochs = max(0, math.floor(remaining * safety / epoch_s)) if epoch_s > 0 else 0

@@ -1,14 +1,59 @@
-"""Lightning callbacks chosen by the config: resume checkpoint, early stopping, EMA, SWA."""
+"""Lightning callbacks chosen by the config (resume checkpoint, early stopping, EMA, SWA, staged
+unfreezing), the per-epoch scoring callback, and the one Trainer builder."""
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from typing import Any
 
+import numpy as np
 import torch
 
 from lightning.pytorch.callbacks import Callback, EarlyStopping, EMAWeightAveraging, ModelCheckpoint, WeightAveraging
 
 from ..config import RunConfig
+from .hooks import FitHooks
 from .run_files import RunFiles
+
+# on_validated(epoch, train_loss, metric, images_per_s, wall_s) -> a new epoch total, or None
+OnValidated = Callable[[int, float, float, float, float], "int | None"]
+
+
+class EpochEnd(Callback):
+    """Scores each validation epoch with the task's ``score`` and hands it to ``on_validated`` (best and
+    top-k checkpoints, history, re-plan). It must come before the weight-averaging callbacks: Lightning
+    calls callbacks in order, and theirs swaps the raw weights back in ``on_validation_epoch_end`` —
+    placed first, this one scores and saves the averaged weights that were validated."""
+
+    def __init__(self, hooks: FitHooks, on_validated: OnValidated) -> None:
+        self.hooks, self.on_validated = hooks, on_validated
+
+    def _reduced(self, trainer, module, value: float, op: str) -> float:
+        if trainer.world_size == 1:
+            return value
+        return float(trainer.strategy.reduce(torch.tensor(value, device=module.device), reduce_op=op))
+
+    def on_validation_epoch_end(self, trainer, module) -> None:
+        if trainer.sanity_checking:
+            return
+        outputs = module.collected_outputs(self.hooks.n_val)
+        if outputs is None:
+            return
+        metric = float(self.hooks.score(outputs))  # every rank holds every row: the same value everywhere
+        losses = module.train_losses
+        # equal-sized shards: the mean of the ranks' mean losses is the loss of the global batch
+        train_loss = self._reduced(trainer, module, float(np.mean(losses)) if losses else float("nan"), "mean")
+        images_per_s = self._reduced(trainer, module, module.train_images_per_s, "sum")
+        module.train_losses = []
+        module.log("val_metric", metric, prog_bar=True, sync_dist=trainer.world_size > 1)
+        new_total = None
+        if trainer.is_global_zero:
+            wall = time.perf_counter() - module.epoch_clock
+            new_total = self.on_validated(trainer.current_epoch + 1, train_loss, metric, images_per_s, wall)
+        if trainer.world_size > 1:  # a re-plan must reach every rank, or they stop at different epochs
+            new_total = trainer.strategy.broadcast(new_total, src=0)
+        if new_total is not None:
+            module.set_total_epochs(new_total)
 
 
 class LateSWA(WeightAveraging):
@@ -49,11 +94,13 @@ class StagedUnfreeze(Callback):
         scheduler.base_lrs[0] = self._base[0] * self.lr_decay ** (stage - 1)  # group 0 = backbone
 
 
-def build_callbacks(cfg: RunConfig, files: RunFiles, epochs: int) -> list[Any]:
-    callbacks: list[Any] = [ModelCheckpoint(dirpath=str(files.weights), filename="last", save_top_k=1, monitor=None,
-                                            enable_version_counter=False)]
+def build_callbacks(cfg: RunConfig, files: RunFiles, epochs: int, epoch_end: EpochEnd) -> list[Any]:
+    """``epoch_end`` first: it must score before the averaging callbacks swap weights back."""
+    callbacks: list[Any] = [epoch_end, ModelCheckpoint(dirpath=str(files.weights), filename="last", save_top_k=1,
+                                                       monitor=None, enable_version_counter=False)]
     if cfg.patience > 0:
-        callbacks.append(EarlyStopping(monitor="val_metric", mode="max", patience=cfg.patience))
+        mode = "max" if epoch_end.hooks.higher_is_better else "min"
+        callbacks.append(EarlyStopping(monitor="val_metric", mode=mode, patience=cfg.patience))
     if cfg.ema_decay > 0:
         callbacks.append(EMAWeightAveraging(decay=cfg.ema_decay))
     elif cfg.swa:
@@ -64,9 +111,9 @@ def build_callbacks(cfg: RunConfig, files: RunFiles, epochs: int) -> list[Any]:
 
 
 def build_trainer(cfg: RunConfig, files: RunFiles, epochs: int, device: str, callbacks: list[Any],
-                  remaining_s: float, resuming: bool, find_unused: bool = True):
-    """The one Lightning Trainer every training loop uses: GPU AMP, CSV (+TensorBoard) logs, and
-    ``max_time`` as the hard stop of a time budget (not when resuming: the plan is already set).
+                  remaining_s: float, find_unused: bool = True):
+    """The one Lightning Trainer: GPU AMP, CSV (+TensorBoard) logs, and ``max_time`` as the hard stop of
+    a time budget (a resumed run's budget counts from the resuming command's start).
 
     ``cfg.devices * cfg.nodes > 1``: DDP (NCCL on GPUs, gloo on CPU), SyncBatchNorm on GPUs; the loop
     shards its data itself (engine/distributed.py), so Lightning must not replace the samplers.
@@ -92,6 +139,7 @@ def build_trainer(cfg: RunConfig, files: RunFiles, epochs: int, device: str, cal
         max_epochs=epochs, accelerator="gpu" if use_gpu else "cpu", devices=cfg.devices, num_nodes=cfg.nodes,
         strategy=strategy, sync_batchnorm=world > 1 and use_gpu and not cfg.freeze_bn, use_distributed_sampler=False,
         precision="16-mixed" if use_gpu and cfg.amp else "32-true", logger=loggers, callbacks=callbacks,
-        max_time=timedelta(seconds=max(1.0, remaining_s)) if cfg.time_budget > 0 and not resuming else None,
+        max_time=timedelta(seconds=max(1.0, remaining_s)) if cfg.time_budget > 0 else None,
         num_sanity_val_steps=0, enable_model_summary=False, log_every_n_steps=5, default_root_dir=str(files.run),
+        enable_progress_bar=False,  # one line per epoch instead (engine/fit.py)
     )

@@ -11,7 +11,7 @@ from ..errors import FashionlabError
 from ..io import atomic_open
 from ..models.backbone import create_backbone
 from ..models.net import ClassifierNet
-from ..tasks.base import TaskMeta
+from ..data.labelled import TaskMeta
 
 FORMAT = "fashionlab-classifier-1"
 
@@ -25,13 +25,14 @@ class LoadedModel:
     mean: tuple[float, ...]
     std: tuple[float, ...]
     info: dict[str, Any]
+    multilabel: bool = False
 
 
 def save_weights(path: Path, net: ClassifierNet, task: str, meta: TaskMeta, model_name: str, imgsz: int,
-                 mean, std, extra: dict[str, Any] | None = None) -> Path:
+                 mean, std, extra: dict[str, Any] | None = None, multilabel: bool = False) -> Path:
     state = {k: v.detach().cpu().clone() for k, v in net.state_dict().items()}
     payload = {
-        "format": FORMAT, "task": task, "model": model_name, "imgsz": int(imgsz),
+        "format": FORMAT, "task": task, "model": model_name, "imgsz": int(imgsz), "multilabel": bool(multilabel),
         "mean": [float(m) for m in mean], "std": [float(s) for s in std],
         "meta": meta.to_dict(), "head": net.head.config(), "extra": extra or {}, "state_dict": state,
     }
@@ -62,4 +63,16 @@ def load_weights(path: str | Path, device: str = "cpu") -> LoadedModel:
     net.load_state_dict(payload["state_dict"], strict=True)
     net.eval().to(device)
     return LoadedModel(net, payload["task"], meta, payload["imgsz"], tuple(payload["mean"]), tuple(payload["std"]),
-                       payload.get("extra", {}))
+                       payload.get("extra", {}), bool(payload.get("multilabel", False)))
+
+
+def weights_files(weights: str | Path) -> list[Path]:
+    """A best.pt file, a run folder, or a folder of run folders (per-task models, an ensemble)."""
+    path = Path(weights)
+    if path.is_file():
+        return [path]
+    found = [path / "weights" / "best.pt"] if (path / "weights" / "best.pt").is_file() else \
+        sorted(path.glob("*/weights/best.pt"))
+    if not found:
+        raise FashionlabError(f"{weights}: no weights file (expected best.pt, RUN/weights/best.pt or RUN/*/weights/best.pt)")
+    return found

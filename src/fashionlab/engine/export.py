@@ -34,7 +34,7 @@ from torch.nn import functional as F
 from ..errors import FashionlabError
 from ..models.losses import activation
 from ..models.net import MASK_VALUE, ClassifierNet
-from ..tasks.base import TaskMeta
+from ..data.labelled import TaskMeta
 from .checkpoint import LoadedModel, load_weights
 
 ONNX_FORMAT = "fashionlab-onnx-1"
@@ -101,7 +101,7 @@ def export_onnx(weights: Path, out: Path, opset: int = 17, check: bool = True, a
         proto = onnx.load(tmp)
         info = {"format": ONNX_FORMAT, "task": model.task, "model": _model_name(weights),
                 "imgsz": model.imgsz, "mean": list(model.mean), "std": list(model.std),
-                "meta": model.meta.to_dict(), "source": str(weights)}
+                "meta": model.meta.to_dict(), "multilabel": model.multilabel, "source": str(weights)}
         entry = proto.metadata_props.add()
         entry.key, entry.value = METADATA_KEY, json.dumps(info)
         onnx.checker.check_model(proto)
@@ -118,7 +118,7 @@ def export_onnx(weights: Path, out: Path, opset: int = 17, check: bool = True, a
                                "outputs": {"logits": ["batch", len(model.meta.tasks), wrapper.width]},
                                "bytes": out.stat().st_size}
     if check:
-        summary.update(compare(wrapper, OnnxPredictor(out), model.imgsz, model.task))
+        summary.update(compare(wrapper, OnnxPredictor(out), model.imgsz, model.multilabel))
         if summary["max_abs_diff"] > atol:
             raise FashionlabError(f"{out}: ONNX Runtime differs from PyTorch by {summary['max_abs_diff']:.2e} "
                                   f"(> {atol:g}) on a random batch")
@@ -132,11 +132,9 @@ def _model_name(weights: Path) -> str:
 
 
 @torch.no_grad()
-def compare(wrapper: AllHeads, predictor: "OnnxPredictor", imgsz: int, task: str, seed: int = 0) -> dict[str, Any]:
+def compare(wrapper: AllHeads, predictor: "OnnxPredictor", imgsz: int, multilabel: bool,
+            seed: int = 0) -> dict[str, Any]:
     """Max |ONNX - PyTorch| of logits and probabilities on random batches of 3 and 1."""
-    from ..tasks import get_task
-
-    multilabel = get_task(task).multilabel
     gen = torch.Generator().manual_seed(seed)
     diff = prob_diff = 0.0
     for n in (3, 1):
@@ -199,4 +197,4 @@ def load_onnx(path: str | Path, device: str = "cpu") -> LoadedModel:
     """A ``LoadedModel`` whose ``net`` is an ``OnnxPredictor`` (the hook for ``load_weights``)."""
     predictor = OnnxPredictor(path).to(device)
     return LoadedModel(predictor, predictor.task, predictor.meta, predictor.imgsz, predictor.mean, predictor.std,
-                       {"onnx": str(path)})
+                       {"onnx": str(path)}, bool(predictor.info.get("multilabel", False)))

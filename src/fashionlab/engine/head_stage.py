@@ -17,7 +17,7 @@ from ..data.images import ImageDataset
 from ..data.transforms import eval_transform
 from ..models.losses import Objective
 from ..models.net import ClassifierNet
-from ..tasks.base import LabelledSet
+from ..data.labelled import LabelledSet
 from .predictor import make_loader
 from .schedules import lr_lambda
 

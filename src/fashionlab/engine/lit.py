@@ -1,47 +1,40 @@
-"""The Lightning module for stage 2: full fine-tuning with a lower backbone learning rate."""
+"""The one LightningModule: a task's training step and validation outputs, the shared optimiser.
+
+Scoring, checkpoints and re-planning happen in ``callbacks.EpochEnd``, which Lightning calls before
+the weight-averaging callbacks swap the raw weights back: what is scored is what is saved.
+"""
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 
 import lightning.pytorch as pl
 import numpy as np
 import torch
 
-from ..config import RunConfig
-from ..models.losses import Objective
-from ..models.net import ClassifierNet
 from .distributed import gather_shards
-from .mixing import mix_batch
+from .hooks import FitHooks
 from .schedules import lr_lambda
 
 
-class LitClassifier(pl.LightningModule):
-    def __init__(self, net: ClassifierNet, cfg: RunConfig, objective: Objective, total_steps: int,
-                 steps_per_epoch: int, score: Callable[[list[np.ndarray]], float],
-                 on_validated: Callable[[int, float, float, float, float], int | None]) -> None:
+class LitTask(pl.LightningModule):
+    def __init__(self, net: torch.nn.Module, hooks: FitHooks, total_steps: int, steps_per_epoch: int) -> None:
         super().__init__()
-        self.net, self.cfg, self.objective = net, cfg, objective
-        self._rng = np.random.default_rng(cfg.seed)
+        self.net, self.hooks, self.cfg = net, hooks, hooks.cfg
         self.total_steps, self.steps_per_epoch = max(1, total_steps), max(1, steps_per_epoch)
-        self.score, self.on_validated = score, on_validated
-        self._val_probs: list[torch.Tensor] = []
-        self._val_tasks: list[torch.Tensor] = []
-        self._train_losses: list[float] = []
-        self._epoch_clock, self._epoch_images = 0.0, 0
+        self._val_index: list[torch.Tensor] = []
+        self._val_outputs: list[torch.Tensor] = []
+        self.train_losses: list[float] = []
+        self.epoch_clock, self._epoch_images = 0.0, 0
         self.train_images_per_s = float("nan")
 
-    def forward(self, images: torch.Tensor, task_index: torch.Tensor) -> torch.Tensor:
-        return self.net(images, task_index)
-
-    def _images(self, images: torch.Tensor) -> torch.Tensor:
-        return images.contiguous(memory_format=torch.channels_last) if self.cfg.channels_last else images
+    def forward(self, *args):
+        return self.net(*args)
 
     def on_train_epoch_start(self) -> None:
-        self._epoch_clock, self._epoch_images = time.perf_counter(), 0
+        self.epoch_clock, self._epoch_images = time.perf_counter(), 0
 
     def on_validation_epoch_start(self) -> None:  # runs right after the epoch's last training step
-        self.train_images_per_s = self._epoch_images / max(1e-9, time.perf_counter() - self._epoch_clock)
+        self.train_images_per_s = self._epoch_images / max(1e-9, time.perf_counter() - self.epoch_clock)
 
     def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
         # Lightning only notes a SIGTERM; stop after this batch so `kill PID` ends the run cleanly
@@ -50,53 +43,29 @@ class LitClassifier(pl.LightningModule):
             self.trainer.should_stop = True
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
-        images, (task_index, targets) = batch
-        self._epoch_images += len(images)
-        images, targets = mix_batch(images, task_index, targets, self.cfg.mixup, self.cfg.cutmix, self.cfg.mix_prob,
-                                    self._rng)
-        loss = self.objective(self(self._images(images), task_index), targets)
+        loss, n_images = self.hooks.loss_step(self.net, batch)
+        self._epoch_images += n_images
         self.log("train_loss", loss, prog_bar=True, on_step=True, on_epoch=False)
-        self._train_losses.append(float(loss.detach()))
+        self.train_losses.append(float(loss.detach()))
         return loss
 
     def validation_step(self, batch, batch_idx: int) -> None:
-        images, (task_index, _) = batch
-        self._val_probs.append(self.objective.activate(self(self._images(images), task_index)).float())
-        self._val_tasks.append(task_index)
+        index, outputs = self.hooks.val_step(self.net, batch)
+        self._val_index.append(index.detach().long())
+        self._val_outputs.append(outputs.detach().float())
 
-    def _epoch_val_probs(self) -> list[np.ndarray]:
-        """The whole validation set's probabilities, in order, on every rank (each rank scored a shard)."""
-        probs, tasks = torch.cat(self._val_probs), torch.cat(self._val_tasks)
-        if self.trainer.world_size > 1:
-            total = len(self.trainer.val_dataloaders.dataset)
-            probs, tasks = gather_shards(self, probs, total), gather_shards(self, tasks, total)
-        sizes = self.net.head.sizes
-        return [p[: sizes[t]] for p, t in zip(probs.cpu().numpy(), tasks.tolist())]
-
-    def _reduced(self, value: float, op: str) -> float:
-        if self.trainer.world_size == 1:
-            return value
-        return float(self.trainer.strategy.reduce(torch.tensor(value, device=self.device), reduce_op=op))
-
-    def on_validation_epoch_end(self) -> None:
-        if not self._val_probs:
-            return
-        metric = float(self.score(self._epoch_val_probs()))
-        # equal-sized shards: the mean of the ranks' mean losses is the loss of the global batch
-        train_loss = self._reduced(float(np.mean(self._train_losses)) if self._train_losses else float("nan"), "mean")
-        images_per_s = self._reduced(self.train_images_per_s, "sum")
-        self._val_probs, self._val_tasks, self._train_losses = [], [], []
-        self.log("val_metric", metric, prog_bar=True, sync_dist=self.trainer.world_size > 1)  # equal on all ranks
-        if self.trainer.sanity_checking:
-            return
-        new_total = None
-        if self.trainer.is_global_zero:
-            wall = time.perf_counter() - self._epoch_clock
-            new_total = self.on_validated(self.current_epoch + 1, train_loss, metric, images_per_s, wall)
-        if self.trainer.world_size > 1:  # a re-plan must reach every rank, or they stop at different epochs
-            new_total = self.trainer.strategy.broadcast(new_total, src=0)
-        if new_total is not None:
-            self.set_total_epochs(new_total)
+    def collected_outputs(self, n_val: int) -> np.ndarray | None:
+        """This epoch's validation outputs of every rank, as one array in row order; None if none."""
+        if not self._val_outputs:
+            return None
+        index, outputs = torch.cat(self._val_index), torch.cat(self._val_outputs)
+        self._val_index, self._val_outputs = [], []
+        if self.trainer.world_size > 1:  # equal-length shards (the sampler pads): gather every rank's rows
+            index, outputs = gather_shards(self, index, len(index) * self.trainer.world_size), \
+                gather_shards(self, outputs, len(outputs) * self.trainer.world_size)
+        out = np.zeros((n_val, *outputs.shape[1:]), dtype=np.float32)
+        out[index.cpu().numpy()] = outputs.cpu().numpy()
+        return out
 
     def set_total_epochs(self, epochs: int) -> None:
         """Re-plan mid-run (time budget): the LR schedule stretches or shrinks to the new length."""
@@ -105,9 +74,11 @@ class LitClassifier(pl.LightningModule):
 
     def configure_optimizers(self):
         cfg = self.cfg
-        groups = [
-            {"params": list(self.net.backbone.parameters()), "lr": cfg.lr * cfg.backbone_lr_mult},
-            {"params": list(self.net.head.parameters()), "lr": cfg.lr},
+        backbone = list(self.net.backbone.parameters())
+        in_backbone = {id(p) for p in backbone}
+        groups = [  # group 0 = backbone (staged unfreezing scales its LR)
+            {"params": backbone, "lr": cfg.lr * cfg.backbone_lr_mult},
+            {"params": [p for p in self.net.parameters() if id(p) not in in_backbone], "lr": cfg.lr},
         ]
         if cfg.optimizer == "sgd":
             optimizer = torch.optim.SGD(groups, momentum=cfg.momentum, weight_decay=cfg.weight_decay, nesterov=True)

@@ -10,41 +10,39 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..config import RunConfig
-from ..data.images import ImageDataset
-from ..data.transforms import train_transform
 from ..errors import FashionlabError
 from ..io import atomic_open, write_json
-from ..tasks import get_task
+from .devices import resolve_device
+from .hooks import FitHooks, move_to
 from .image_size import native_size, size_for_photos
 from .predictor import make_loader
-from .trainer import _targets, build_model, resolve_device
 
 
-def lr_range_test(cfg: RunConfig, out: Path, start_lr: float = 1e-6, end_lr: float = 1.0, steps: int = 100,
+def lr_range_test(hooks: FitHooks, out: Path, start_lr: float = 1e-6, end_lr: float = 1.0, steps: int = 100,
                   smoothing: float = 0.9) -> dict[str, Any]:
-    """Train a throw-away copy with LR growing from ``start_lr`` to ``end_lr``; write ``out`` (PNG) and JSON."""
-    task = get_task(cfg.task)
-    train_set, _, meta = task.load_train(cfg)
+    """Train a throw-away copy with LR growing from ``start_lr`` to ``end_lr`` using the task's own
+    training step; write ``out`` (PNG) and JSON beside it."""
+    cfg = hooks.cfg
+    hooks.load_data()
     if cfg.imgsz is None:
-        cfg.imgsz = size_for_photos(native_size(train_set.paths, seed=cfg.seed))
+        cfg.imgsz = size_for_photos(native_size(hooks.train_paths(), seed=cfg.seed))
+    hooks.check_imgsz(cfg.imgsz)
     device = resolve_device(cfg.device)
-    net, objective, mean, std = build_model(cfg, task, meta)
-    net = copy.deepcopy(net).to(device).train()
-    dataset = ImageDataset(train_set.paths, _targets(train_set), train_transform(cfg.imgsz, mean, std, cfg.scale_min,
-                                                                                 cfg.hflip, cfg.color_jitter))
-    loader = make_loader(dataset, cfg.batch, cfg.workers, shuffle=True, drop_last=len(dataset) > cfg.batch)
+    net = copy.deepcopy(hooks.build_model()).to(device).train()
+    dataset, _ = hooks.datasets(cfg.imgsz)
+    loader = hooks.train_loader(dataset, 0, 1) or make_loader(dataset, cfg.batch, cfg.workers, shuffle=True,
+                                                              drop_last=len(dataset) > cfg.batch)
     optimizer = (torch.optim.SGD(net.parameters(), lr=start_lr, momentum=cfg.momentum) if cfg.optimizer == "sgd"
                  else torch.optim.AdamW(net.parameters(), lr=start_lr, weight_decay=cfg.weight_decay))
     factor = (end_lr / start_lr) ** (1 / max(1, steps - 1))
     lrs, losses, avg, best = [], [], 0.0, math.inf
     step = 0
     while step < steps:
-        for images, (task_index, targets) in loader:
+        for batch in loader:
             lr = start_lr * factor ** step
             for group in optimizer.param_groups:
                 group["lr"] = lr
-            loss = objective(net(images.to(device), task_index.to(device)), targets.to(device))
+            loss, _ = hooks.loss_step(net, move_to(batch, device))
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()

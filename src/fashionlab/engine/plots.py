@@ -40,8 +40,9 @@ def _float(value: object) -> float:
         return math.nan
 
 
-def plot_curves(history: list[dict], out: Path, metric_name: str = "val metric") -> Path:
-    """Train loss and validation metric vs a running epoch index over both stages."""
+def plot_curves(history: list[dict], out: Path, metric_name: str = "val metric", higher_is_better: bool = True) -> Path:
+    """Train loss and validation metric vs a running epoch index over both stages; the best epoch (in
+    the metric's own direction) is starred."""
     x = np.arange(1, len(history) + 1)
     stages = [str(row.get("stage", "")) for row in history]
     loss = np.array([_float(row.get("train_loss")) for row in history], dtype=float)
@@ -62,13 +63,13 @@ def plot_curves(history: list[dict], out: Path, metric_name: str = "val metric")
         ax.set_title(label)
         ax.grid(alpha=0.3)
     if np.isfinite(metric).any():
-        best = int(np.nanargmax(metric))
+        best = int(np.nanargmax(metric) if higher_is_better else np.nanargmin(metric))
         ax_metric.scatter([x[best]], [metric[best]], s=120, marker="*", color="red", zorder=5,
                           label=f"best {metric[best]:.4f} (epoch {x[best]})")
     for ax in (ax_loss, ax_metric):
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=8)
-    fig.suptitle(f"training curves — {metric_name}")
+    fig.suptitle(f"training curves — {metric_name}" + ("" if higher_is_better else " (lower is better)"))
     fig.tight_layout()
     return _save(fig, out)
 

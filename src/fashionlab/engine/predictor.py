@@ -1,6 +1,8 @@
 """Batched, streaming prediction with optional test-time augmentation."""
 from __future__ import annotations
 
+import signal
+
 import numpy as np
 import torch
 from torch.utils.data import DataLoader
@@ -9,13 +11,22 @@ from ..data.images import ImageDataset
 from ..data.transforms import tta_transform
 from ..models.losses import activation
 from ..models.net import ClassifierNet
-from ..tasks.base import LabelledSet
+from ..data.labelled import LabelledSet
+
+
+def ignore_sigint(worker_id: int) -> None:
+    """Workers leave Ctrl-C to the main process, which stops after the current batch (engine/signals.py)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def make_loader(dataset, batch: int, workers: int, shuffle: bool = False, drop_last: bool = False,
-                sampler=None) -> DataLoader:
+                sampler=None, batch_sampler=None) -> DataLoader:
+    if batch_sampler is not None:
+        return DataLoader(dataset, batch_sampler=batch_sampler, num_workers=workers, persistent_workers=workers > 0,
+                          pin_memory=torch.cuda.is_available(), worker_init_fn=ignore_sigint if workers else None)
     return DataLoader(dataset, batch_size=batch, shuffle=shuffle, num_workers=workers, drop_last=drop_last,
-                      sampler=sampler, persistent_workers=workers > 0, pin_memory=torch.cuda.is_available())
+                      sampler=sampler, persistent_workers=workers > 0, pin_memory=torch.cuda.is_available(),
+                      worker_init_fn=ignore_sigint if workers else None)
 
 
 @torch.no_grad()

@@ -8,13 +8,18 @@ RUN/data.json    data summary           RUN/state.json plan + progress (for resu
 from __future__ import annotations
 
 import json
-from collections import Counter
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..errors import FashionlabError
 from ..io import atomic_open, write_json
-from ..tasks.base import LabelledSet, TaskMeta
+
+# what a training run writes into its folder (``--exist-ok`` clears exactly these before a new run)
+RUN_ENTRIES = ("config.yaml", "data.json", "state.json", "history.csv", "metrics.json", "plan.json", "report.html",
+               "thresholds.json", "oof.csv", "oof_truth.csv", "test.csv", "ddp_handoff.pt", "weights", "predictions",
+               "plots", "logs", "tensorboard")
 
 
 @dataclass
@@ -49,13 +54,39 @@ class RunFiles:
     def plots(self) -> Path:
         return self.run / "plots"
 
+    def holds_run(self) -> bool:
+        return self.config.is_file() or self.weights.is_dir() or (self.run / "state.json").is_file()
+
+    def refuse_existing(self, exist_ok: bool) -> None:
+        """A new run never lands on top of another: refuse, or (``exist_ok``) clear the old run's files."""
+        if not self.holds_run():
+            return
+        if not exist_ok:
+            finished = "a finished run" if self.metrics.is_file() else "an unfinished run"
+            raise FashionlabError(f"{self.run} holds {finished}; continue it with --resume {self.run}, train into a "
+                                  "new --out folder, or replace it with --exist-ok")
+        for name in RUN_ENTRIES:
+            path = self.run / name
+            if path.is_dir():
+                shutil.rmtree(path)
+            elif path.exists():
+                path.unlink()
+        for fold in self.run.glob("fold[0-9]*"):
+            if (fold / "config.yaml").is_file():
+                shutil.rmtree(fold)
+
     def prepare(self) -> None:
         for folder in (self.run, self.weights, self.predictions, self.plots):
             folder.mkdir(parents=True, exist_ok=True)
 
     def read_state(self) -> dict[str, Any]:
         path = self.run / "state.json"
-        return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+        if not path.is_file():
+            return {}
+        try:
+            return json.loads(path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError:
+            raise FashionlabError(f"{path}: not valid JSON; the run's progress is unreadable (start a new run)") from None
 
     def write_state(self, state: dict[str, Any]) -> None:
         write_json(self.run / "state.json", state)
@@ -67,21 +98,12 @@ class RunFiles:
                 ips = row.get("train_images_per_s", float("nan"))
                 handle.write(f"{row['stage']},{row['epoch']},{row['train_loss']:.6f},{row['val_metric']:.6f},{ips:.2f}\n")
 
-    def write_data_summary(self, train: LabelledSet, val: LabelledSet, meta: TaskMeta) -> None:
-        def counts(data: LabelledSet) -> dict[str, int]:
-            names = [f"{meta.tasks[t]}:{meta.classes[t][int(y.argmax())]}" if len(meta.tasks) > 1
-                     else meta.classes[0][int(y.argmax())] for t, y in zip(data.task_index, data.targets)]
-            return dict(sorted(Counter(names).items()))
-
-        write_json(self.run / "data.json", {"train_images": len(train), "val_images": len(val),
-                                            "tasks": meta.tasks, "train_counts": counts(train),
-                                            "val_counts": counts(val)})
-
-    def plot(self, history: list[dict], metric_name: str, metrics: dict[str, Any]) -> None:
+    def plot(self, history: list[dict], metric_name: str, metrics: dict[str, Any], higher_is_better: bool = True) -> None:
         from .plots import plot_bars, plot_confusion, plot_curves
 
         if history:
-            plot_curves(history, self.plots / "curves.png", metric_name=f"val {metric_name}")
+            plot_curves(history, self.plots / "curves.png", metric_name=f"val {metric_name}",
+                        higher_is_better=higher_is_better)
         if "confusion_matrix" in metrics and "classes" in metrics:
             plot_confusion(metrics["confusion_matrix"], metrics["classes"], self.plots / "confusion.png")
         if isinstance(metrics.get("per_task"), dict):

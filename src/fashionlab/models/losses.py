@@ -83,8 +83,9 @@ class Objective:
 
     @classmethod
     def from_config(cls, cfg, multilabel: bool = False, cost: np.ndarray | None = None) -> "Objective":
-        return cls(cfg.loss, cfg.label_smoothing, cfg.focal_gamma, cfg.focal_alpha, multilabel,
-                   torch.as_tensor(cost, dtype=torch.float32) if cost is not None else None, cfg.cost_weight)
+        return cls(cfg.loss, getattr(cfg, "label_smoothing", 0.0), cfg.focal_gamma, cfg.focal_alpha, multilabel,
+                   torch.as_tensor(cost, dtype=torch.float32) if cost is not None else None,
+                   getattr(cfg, "cost_weight", 1.0))
 
 
 def activation(multilabel: bool):

@@ -10,11 +10,9 @@ An adapter serves one task name (the ``{task}`` of ``POST /predict/{task}``):
   JSON-able dict per item;
 - ``describe()`` is what ``GET /health`` shows.
 
-Adapters are found by the weights file's ``format`` field through ``ADAPTERS`` (``"module:Class"``,
-imported only when such a file is loaded). To serve keypoints, add a ``KeypointsAdapter`` and the
-line ``"fashionlab-keypoints-1": "fashionlab.serve.keypoints:KeypointsAdapter"``; its JSON should hold
-``"keypoints": [{"name": str, "x": float, "y": float, "visible": bool}, ...]`` in the uploaded image's
-pixel coordinates (``[x, y]`` pairs also render): the web page draws whatever that list holds.
+Adapters are found by the weights file's ``format`` field: the task registry names the task whose
+files declare it, and that task's ``serve_adapter`` (``"module:Class"``, imported only when such a
+file is loaded). Exported ONNX files are classifier models.
 """
 from __future__ import annotations
 
@@ -28,11 +26,22 @@ import numpy as np
 from ..errors import FashionlabError
 
 ONNX_FORMAT = "fashionlab-onnx-1"  # fashionlab.engine.export writes it into the ONNX metadata
-ADAPTERS: dict[str, str] = {
-    "fashionlab-classifier-1": "fashionlab.serve.classifier:ClassifierAdapter",
-    ONNX_FORMAT: "fashionlab.serve.classifier:ClassifierAdapter",
-}
-NOT_YET = {"fashionlab-keypoints-1": "keypoints", "fashionlab-retrieval-1": "retrieval"}
+
+
+def adapter_for(path: Path, fmt: str) -> str:
+    """``"module:Class"`` of the adapter serving weights of ``fmt``; a one-line error when none does."""
+    from ..tasks import all_tasks, task_for_format
+
+    if fmt == ONNX_FORMAT:
+        fmt = "fashionlab-classifier-1"
+    task = task_for_format(fmt)
+    if task is None:
+        known = ", ".join(t.weights_format for t in all_tasks() if t.serve_adapter)
+        raise FashionlabError(f"{path}: unknown weights format '{fmt}'; servable formats: {known}, {ONNX_FORMAT}")
+    if not task.serve_adapter:
+        raise FashionlabError(f"{path}: {task.name} models are served through an index: "
+                              f"`fashionlab index {task.name} ...` then `fashionlab serve --index DIR`")
+    return task.serve_adapter
 
 
 class Adapter:
@@ -74,7 +83,7 @@ def weights_format(path: Path) -> str:
 
 def expand_weights(weights: Sequence[str | Path]) -> list[Path]:
     """Each entry: a weights file (``.pt``/``.onnx``), a run folder, or a folder of run folders."""
-    from ..engine.classifier_predict import weights_files
+    from ..engine.checkpoint import weights_files
 
     return [f for w in weights for f in weights_files(Path(w))]
 
@@ -86,12 +95,7 @@ def load_adapters(weights: Sequence[str | Path], device: str = "cpu") -> dict[st
         raise FashionlabError("no weights given: pass --weights RUN/weights/best.pt (repeatable)")
     by_class: dict[str, list[Path]] = {}
     for path in files:
-        fmt = weights_format(path)
-        if fmt not in ADAPTERS:
-            task = NOT_YET.get(fmt)
-            hint = f"serving {task} models is not supported yet" if task else f"unknown format '{fmt}'"
-            raise FashionlabError(f"{path}: {hint}; servable formats: {', '.join(ADAPTERS)}")
-        by_class.setdefault(ADAPTERS[fmt], []).append(path)
+        by_class.setdefault(adapter_for(path, weights_format(path)), []).append(path)
     out: dict[str, Adapter] = {}
     for target, paths in by_class.items():
         module, name = target.split(":")

@@ -25,12 +25,12 @@ import torch
 
 from ..data.transforms import eval_transform
 from ..engine.checkpoint import load_weights
-from ..engine.classifier_predict import merge_meta
 from ..engine.export import AllHeads, OnnxPredictor
 from ..errors import FashionlabError
 from ..models.losses import activation
+from ..data.labelled import TaskMeta
 from ..tasks import get_task
-from ..tasks.base import TaskMeta
+from ..tasks.classifier.predict import merge_meta
 from .adapters import ONNX_FORMAT, Adapter
 
 Key = tuple[int, tuple[float, ...], tuple[float, ...]]  # (imgsz, mean, std): one preprocessing

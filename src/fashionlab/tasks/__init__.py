@@ -1,10 +1,10 @@
-"""Task registry: a task is a folder with a ``Task`` subclass; the engine finds it by name."""
+"""The task registry: the one table of task names. Everything else about a task (config, metric and
+direction, hooks, evaluator, synthetic data, weights format, serve adapter, capabilities) is on its
+``Task`` class (``tasks/base.py``); every verb looks the task up here."""
 from __future__ import annotations
 
-import importlib
-
 from ..errors import FashionlabError
-from .base import Task
+from .base import Task, load_object
 
 TASKS: dict[str, str] = {
     "attributes": "fashionlab.tasks.attributes.task:AttributesTask",
@@ -18,10 +18,13 @@ TASKS: dict[str, str] = {
 def get_task(name: str) -> Task:
     if name not in TASKS:
         raise FashionlabError(f"unknown task '{name}'; tasks: {', '.join(TASKS)}")
-    module, cls = TASKS[name].split(":")
-    try:
-        return getattr(importlib.import_module(module), cls)()
-    except ModuleNotFoundError as exc:
-        if exc.name and exc.name.startswith("fashionlab"):
-            raise FashionlabError(f"task '{name}' can be evaluated but not trained yet") from None
-        raise
+    return load_object(TASKS[name])()
+
+
+def all_tasks() -> list[Task]:
+    return [get_task(name) for name in TASKS]
+
+
+def task_for_format(fmt: str) -> Task | None:
+    """The task whose weights files declare ``format`` (None when no task does)."""
+    return next((task for task in all_tasks() if task.weights_format == fmt), None)

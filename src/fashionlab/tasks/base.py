@@ -1,165 +1,108 @@
-"""What a classification-style task tells the engine: its data, its heads, its metric, its writer.
-
-``attributes`` (several softmax heads, one per FashionAI task) and ``classify`` (one head) share this
-base: a sample is (image, task index, soft target over that task's values), so one masked loss serves
-both. A new task subclasses ``Task`` and overrides a few small hooks, as in Ultralytics.
+"""What a task is, for every verb: the one registry entry that the CLI, API, engine, sweeps and the
+service read (config class, metric and its direction, training hooks, evaluator, synthetic data,
+weights format, serve adapter, capabilities). A sixth task is one folder with a ``Task`` subclass
+and one line in ``tasks/__init__.py``.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import importlib
 from pathlib import Path
 from typing import Any, ClassVar
 
-import numpy as np
-
 from ..config import RunConfig
+from ..data.labelled import (LabelledSet, TaskMeta, one_hot_targets, stratified_kfold,  # noqa: F401 - re-exported
+                             stratified_split)
+from ..engine.hooks import FitHooks, TrainResult
+from ..errors import FashionlabError
+
+TTA_ALL = ("none", "flip", "5crop", "10crop")
 
 
-@dataclass
-class LabelledSet:
-    """Images with their task index and soft target (padded to the widest head)."""
-
-    paths: list[Path]
-    task_index: np.ndarray  # int64 [N]
-    targets: np.ndarray  # float32 [N, L_max], rows sum to 1 over the task's values
-    keys: list[str] = field(default_factory=list)  # how the image is named in outputs (path as found)
-    extra: dict[str, list[Any]] = field(default_factory=dict)  # task-specific columns (e.g. label strings)
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    @classmethod
-    def concat(cls, parts: list["LabelledSet"]) -> "LabelledSet":
-        return cls([p for part in parts for p in part.paths], np.concatenate([p.task_index for p in parts]),
-                   np.concatenate([p.targets for p in parts]), [k for part in parts for k in part.keys],
-                   {key: [v for part in parts for v in part.extra[key]] for key in parts[0].extra})
-
-    def subset(self, index: np.ndarray | list[int]) -> "LabelledSet":
-        idx = np.asarray(index, dtype=np.int64)
-        return LabelledSet(
-            [self.paths[i] for i in idx], self.task_index[idx], self.targets[idx],
-            [self.keys[i] for i in idx] if self.keys else [],
-            {k: [v[i] for i in idx] for k, v in self.extra.items()},
-        )
-
-
-@dataclass
-class TaskMeta:
-    """What a checkpoint must remember to rebuild the heads and name the outputs."""
-
-    tasks: list[str]
-    classes: list[list[str]]  # value names per task, in output order
-
-    @property
-    def head_sizes(self) -> list[int]:
-        return [len(c) for c in self.classes]
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"tasks": list(self.tasks), "classes": [list(c) for c in self.classes]}
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "TaskMeta":
-        return cls(list(data["tasks"]), [list(c) for c in data["classes"]])
+def load_object(target: str) -> Any:
+    """``"package.module:name"`` -> the object (imported only when used)."""
+    module, name = target.split(":")
+    return getattr(importlib.import_module(module), name)
 
 
 class Task:
-    """Base class: subclasses fill in reading, scoring and writing.
-
-    Classification-style tasks (one or several softmax heads) only override the hooks below and run
-    on the shared engine. A task whose model or targets differ (keypoints, retrieval) sets
-    ``config_class`` to a RunConfig subclass with its own options and overrides ``fit`` and
-    ``predict_files``; the CLI verbs reach it through the same calls.
-    """
+    """A task's registry entry and its verbs. Subclasses set the class attributes and ``hooks``."""
 
     name: ClassVar[str] = ""
-    metric: ClassVar[str] = ""  # the validation metric that picks the best checkpoint (higher is better)
+    metric: ClassVar[str] = ""  # picks the best checkpoint; ``higher_is_better`` gives its direction
+    higher_is_better: ClassVar[bool] = True
     config_class: ClassVar[type[RunConfig]] = RunConfig
-    multilabel: ClassVar[bool] = False  # sigmoid outputs and BCE/focal loss instead of softmax
+    multilabel: ClassVar[bool] = False
+    weights_format: ClassVar[str] = ""  # the ``format`` field of this task's weights files
+    evaluator: ClassVar[str] = ""  # "module:function(pred, truth, **options) -> dict"
+    synth_generator: ClassVar[str] = ""  # "module:function(out, ..., seed) -> out"; "" = no synthetic set
+    synth_count_arg: ClassVar[str] = "n"  # the generator's size argument (``data synth --n``)
+    serve_adapter: ClassVar[str] = ""  # "module:Class" of the service adapter; "" = not servable
+    tta: ClassVar[tuple[str, ...]] = ("none", "flip")  # what predict --tta accepts
+    submit_tta: ClassVar[str] = "flip"  # the competition submission's default TTA
+    combine: ClassVar[tuple[str, ...]] = ("mean",)  # how predict combines several --weights
+    exportable: ClassVar[bool] = False  # fashionlab export --format onnx
+    probability_csv: ClassVar[bool] = False  # writes image,<columns> probability CSVs (fashionlab ensemble)
+    data_parallel: ClassVar[bool] = True  # --devices/--nodes > 1
 
-    def cost_matrix(self, cfg: RunConfig, meta: "TaskMeta") -> np.ndarray | None:
-        """A K×K severity matrix for cost-aware training, when the task supports one."""
-        return None
+    # -- training ----------------------------------------------------------------------------------
+    def hooks(self, cfg: RunConfig) -> FitHooks:
+        """The training hooks of one run of this task."""
+        raise NotImplementedError
 
     def fit(self, cfg: RunConfig, resume: bool = False) -> Any:
-        """Train; returns an object with ``run``, ``best`` (weights path) and ``metrics``."""
-        from ..engine.trainer import train
+        """Train one model, or K fold models with out-of-fold files when ``cfg.folds > 1``."""
+        from ..engine.fit import fit
+        from ..engine.kfold import train_kfold
 
         if cfg.folds > 1:
-            from ..engine.kfold import train_kfold
-
             return train_kfold(self, cfg, resume)
-        return train(cfg, resume=resume)
+        return fit(self.hooks(cfg), resume=resume)
+
+    def gather_folds(self, cfg: RunConfig, results: list[TrainResult]) -> dict[str, Any]:
+        """K-fold: write ``RUN/oof.csv`` (+ ``oof_truth.csv``) from the folds' validation outputs and
+        return the metrics over all out-of-fold rows."""
+        raise NotImplementedError
+
+    def rescore(self, fold_cfg: RunConfig) -> TrainResult:
+        """A finished fold's result rebuilt from its best weights (K-fold re-runs reuse finished folds)."""
+        hooks = self.hooks(fold_cfg)
+        hooks.load_data()
+        from ..engine.devices import resolve_device
+        from ..engine.run_files import RunFiles
+
+        return hooks.finish(RunFiles(Path(fold_cfg.out)), resolve_device(fold_cfg.device))
+
+    # -- prediction and scoring ----------------------------------------------------------------------
+    def check_predict(self, tta: str, combine: str, n_weights: int) -> None:
+        """One-line errors for options this task cannot honour."""
+        if tta not in self.tta:
+            raise FashionlabError(f"--tta {tta}: {self.name} supports {', '.join(self.tta)}")
+        if n_weights > 1 and combine not in self.combine:
+            raise FashionlabError(f"--combine {combine}: {self.name} combines several weights by "
+                                  f"{', '.join(self.combine)}")
 
     def predict_files(self, weights: Path | list[Path], source: Path, out: Path, tta: str = "none", batch: int = 64,
                       workers: int = 2, device: str = "auto", combine: str = "mean") -> Path:
         """Predict ``source`` with one or several ``weights`` and write the task's prediction file ``out``."""
-        from ..engine.classifier_predict import predict_classifier
-
-        return predict_classifier(self, weights, source, out, tta, batch, workers, device, combine)
-
-    def load_train(self, cfg: RunConfig) -> tuple[LabelledSet, LabelledSet, TaskMeta]:
         raise NotImplementedError
 
-    def score(self, probs: list[np.ndarray], data: LabelledSet, meta: TaskMeta) -> dict[str, Any]:
-        raise NotImplementedError
+    def evaluate_files(self, pred: Path, truth: Path, **options: Any) -> dict[str, Any]:
+        return load_object(self.evaluator)(pred, truth, **options)
 
-    def load_source(self, source: Path, meta: TaskMeta) -> LabelledSet:
-        """Unlabelled (or labelled) images to predict; targets may be zeros."""
-        raise NotImplementedError
+    def synth(self, out: Path, **options: Any) -> Path:
+        if not self.synth_generator:
+            raise FashionlabError(f"no synthetic data for task '{self.name}' (it trains on real photos)")
+        import inspect
 
-    def write_predictions(self, out: Path, data: LabelledSet, probs: list[np.ndarray], meta: TaskMeta) -> Path:
-        raise NotImplementedError
+        make = load_object(self.synth_generator)
+        try:
+            inspect.signature(make).bind(out, **options)
+        except TypeError as exc:
+            raise FashionlabError(f"synth {self.name}: {exc}") from None
+        return make(Path(out), **options)
 
-    def write_probabilities(self, out: Path, data: LabelledSet, probs: list[np.ndarray], meta: TaskMeta) -> Path:
-        """Probabilities for ensembles and out-of-fold files; tasks whose predictions are already
-        probabilities (attributes submissions, styles PROBS) just write their predictions."""
-        return self.write_predictions(out, data, probs, meta)
-
-    def write_truth(self, out: Path, data: LabelledSet, meta: TaskMeta) -> Path | None:
-        """The labels of ``data`` in the format ``evaluate`` reads as truth (None when not supported)."""
-        return None
-
-    def split(self, cfg: RunConfig, strata: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    def split(self, cfg: RunConfig, strata: list[str]):
         """Train/val indices: fold ``cfg.fold`` of ``cfg.folds`` when K-fold is on, else a held-out share."""
         if cfg.folds > 1:
             return stratified_kfold(strata, cfg.folds, cfg.fold, cfg.data_seed)
         return stratified_split(strata, cfg.val_fraction, cfg.data_seed)
-
-
-def one_hot_targets(task_index: np.ndarray, labels: np.ndarray, width: int) -> np.ndarray:
-    targets = np.zeros((len(labels), width), dtype=np.float32)
-    targets[np.arange(len(labels)), labels] = 1.0
-    return targets
-
-
-def stratified_split(strata: list[str], val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Deterministic split keeping each stratum's share; strata too small to split stay in train."""
-    rng = np.random.default_rng(seed)
-    train: list[int] = []
-    val: list[int] = []
-    by_stratum: dict[str, list[int]] = {}
-    for i, s in enumerate(strata):
-        by_stratum.setdefault(s, []).append(i)
-    for key in sorted(by_stratum):
-        idx = np.array(by_stratum[key])
-        rng.shuffle(idx)
-        n_val = int(round(len(idx) * val_fraction)) if len(idx) > 1 else 0
-        val.extend(idx[:n_val].tolist())
-        train.extend(idx[n_val:].tolist())
-    return np.array(sorted(train), dtype=np.int64), np.array(sorted(val), dtype=np.int64)
-
-
-def stratified_kfold(strata: list[str], folds: int, fold: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Fold ``fold`` of a deterministic stratified K-fold: every index is in exactly one validation fold."""
-    rng = np.random.default_rng(seed)
-    assignment = np.zeros(len(strata), dtype=np.int64)
-    offset = 0
-    by_stratum: dict[str, list[int]] = {}
-    for i, s in enumerate(strata):
-        by_stratum.setdefault(s, []).append(i)
-    for key in sorted(by_stratum):
-        idx = np.array(by_stratum[key])
-        rng.shuffle(idx)
-        assignment[idx] = (np.arange(len(idx)) + offset) % folds  # round-robin keeps folds balanced
-        offset += len(idx)
-    return np.flatnonzero(assignment != fold), np.flatnonzero(assignment == fold)

@@ -14,10 +14,12 @@ import numpy as np
 import pandas as pd
 
 from ...config import RunConfig
-from ...errors import FashionlabError
 from ...data.images import list_images
+from ...data.labelled import LabelledSet, TaskMeta
+from ...errors import FashionlabError
 from ...io import atomic_open
-from ..base import LabelledSet, Task, TaskMeta
+from ..classifier.task import ClassifierTask
+from .config import AttributesConfig
 from .metric import attributes_map, read_label_csv
 from .submission import write_submission
 
@@ -57,9 +59,13 @@ def resolve_label_file(data: Path) -> tuple[Path, Path]:
     return data, root
 
 
-class AttributesTask(Task):
+class AttributesTask(ClassifierTask):
     name = "attributes"
     metric = "map"
+    config_class = AttributesConfig
+    evaluator = "fashionlab.tasks.attributes.metric:evaluate_attributes_files"
+    synth_generator = "fashionlab.data.synth.attributes:synth_attributes"
+    synth_count_arg = "n_per_task"
 
     def fit(self, cfg: RunConfig, resume: bool = False) -> Any:
         """``multitask: false`` trains one model per task in RUN/<task>/ (predict/submit accept RUN)."""
@@ -67,7 +73,7 @@ class AttributesTask(Task):
             return super().fit(cfg, resume)
         tasks = cfg.tasks or sorted(read_label_csv(resolve_label_file(Path(cfg.data))[0])["task"].unique())
         budget = cfg.time_budget / len(tasks)
-        return [super(AttributesTask, self).fit(cfg.model_copy(update={
+        return [ClassifierTask.fit(self, cfg.model_copy(update={
             "tasks": [t], "out": str(Path(cfg.out) / t), "time_budget": budget, "multitask": True})) for t in tasks]
 
     def _labelled(self, frame: pd.DataFrame, root: Path, meta: TaskMeta, maybe_weight: float) -> LabelledSet:

@@ -8,10 +8,12 @@ import numpy as np
 import pandas as pd
 
 from ...config import RunConfig
-from ...errors import FashionlabError
 from ...data.images import IMAGE_EXTENSIONS, list_images
+from ...data.labelled import LabelledSet, TaskMeta, one_hot_targets
+from ...errors import FashionlabError
 from ...io import atomic_open
-from ..base import LabelledSet, Task, TaskMeta, one_hot_targets
+from ..classifier.task import ClassifierTask
+from .config import ClassifyConfig
 from .cost import mean_cost, resolve_cost_matrix
 
 VAL_FOLDER_NAMES = ("val", "valid", "validation")
@@ -56,9 +58,12 @@ def read_labelled(path: Path) -> tuple[list[Path], list[str], Path]:
     return paths, labels, path
 
 
-class ClassifyTask(Task):
+class ClassifyTask(ClassifierTask):
     name = "classify"
     metric = "accuracy"
+    config_class = ClassifyConfig
+    evaluator = "fashionlab.tasks.classify.evaluate:evaluate_classify_files"
+    probability_csv = True
 
     def __init__(self) -> None:
         self._cost: np.ndarray | None = None

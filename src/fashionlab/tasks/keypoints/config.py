@@ -1,9 +1,9 @@
-"""``KeypointsConfig``: the shared RunConfig plus the keypoint task's own options.
+"""``KeypointsConfig``: the options every task honours plus the keypoint task's own.
 
-Options of RunConfig that keypoints does not use: ``head_epochs``/``head_lr`` (no frozen-backbone
-stage: the heatmap head needs spatial features, not cached pooled ones), ``label_smoothing``,
-``scale_min`` (RandomResizedCrop would cut points off; ``affine_scale`` replaces it), ``multitask``,
-``tasks``, ``maybe_weight``.
+The classification family's options are not accepted (a one-line error names them): no frozen-backbone
+head stage (the heatmap head needs spatial features, not cached pooled ones), no ``scale_min``
+(RandomResizedCrop would cut points off; ``affine_scale`` replaces it), no ``test_imgsz`` (keypoints
+validate and predict at ``imgsz``), no mixing or label smoothing.
 """
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator
 
-from ...config import RunConfig, refuse_test_imgsz
+from ...config import RunConfig
 from .metric import CATEGORIES
 
 
@@ -37,13 +37,9 @@ class KeypointsConfig(RunConfig):
     blur: float = Field(0.1, ge=0, le=1)  # probability of a Gaussian blur
     noise: float = Field(0.1, ge=0, le=1)  # probability of Gaussian noise
     # two-stage prediction
+    drop_rate: float = Field(0.0, ge=0.0, lt=1.0)  # dropout before the regression head
     two_stage: bool = False
     crop_margin: float = Field(0.15, ge=0, le=1)  # box margin, fraction of the box side, on each side
-
-    @field_validator("test_imgsz")
-    @classmethod
-    def _no_test_size(cls, value: int | None) -> int | None:
-        return refuse_test_imgsz("keypoints", value)
 
     @field_validator("categories")
     @classmethod

@@ -20,7 +20,6 @@ from torch.utils.data import Dataset
 from ...data.images import list_images, load_rgb
 from ...errors import FashionlabError, at
 from ...io import atomic_open
-from ..base import stratified_split
 from .augment import KeypointAugment, box_around, inside_image, resize_with_points
 from .metric import CATEGORIES, CATEGORY_POINTS, HEADER, KEYPOINT_NAMES, KeypointSet, read_keypoints_csv
 
@@ -123,12 +122,6 @@ def read_records(data: Path, categories: list[str] | None = None, skip_bad: bool
         xy[r, :, 1] = np.minimum(xy[r, :, 1], h - 1)
     return KeypointRecords([paths[i] for i in good], [ks.image_ids[i] for i in keep],
                            [ks.categories[i] for i in keep], xy, v, sizes, str(path), [ks.lines[i] for i in keep])
-
-
-def split_records(records: KeypointRecords, val_fraction: float, seed: int) -> tuple[KeypointRecords, KeypointRecords]:
-    """Deterministic train/val split stratified by category."""
-    train, val = stratified_split(records.categories, val_fraction, seed)
-    return records.subset(train), records.subset(val)
 
 
 def _category_of(rel: Path, where: str) -> str:

@@ -1,8 +1,4 @@
-"""Keypoint run plots: training curves with the best (lowest) NE marked, and a predicted-vs-true overlay.
-
-``engine.plots.plot_curves`` marks the highest value as best; NE is lower-is-better, so the curves
-are drawn here (same look, best = minimum).
-"""
+"""Keypoint run plots: the predicted-vs-true overlay (training curves are the engine's)."""
 from __future__ import annotations
 
 import io
@@ -28,27 +24,6 @@ def _save(fig: plt.Figure, out: Path) -> Path:
     with atomic_open(out, "wb") as handle:
         handle.write(buffer.getvalue())
     return Path(out)
-
-
-def plot_ne_curves(history: list[dict], out: Path) -> Path:
-    """Train loss and validation NE per epoch; the best (lowest) NE is starred."""
-    x = np.arange(1, len(history) + 1)
-    loss = np.array([float(r.get("train_loss", np.nan)) for r in history])
-    ne = np.array([float(r.get("val_metric", np.nan)) for r in history])
-    fig, (ax_loss, ax_ne) = plt.subplots(1, 2, figsize=(11, 4))
-    for ax, values, label in ((ax_loss, loss, "train loss"), (ax_ne, ne, "val NE (lower is better)")):
-        ax.plot(x, values, marker="o", markersize=3, color="tab:orange")
-        ax.set_xlabel("epoch")
-        ax.set_title(label)
-        ax.grid(alpha=0.3)
-    if np.isfinite(ne).any():
-        best = int(np.nanargmin(ne))
-        ax_ne.scatter([x[best]], [ne[best]], s=120, marker="*", color="red", zorder=5,
-                      label=f"best {ne[best]:.4f} (epoch {x[best]})")
-        ax_ne.legend(fontsize=8)
-    fig.suptitle("training curves — val NE")
-    fig.tight_layout()
-    return _save(fig, out)
 
 
 def plot_overlay(records: KeypointRecords, coords: np.ndarray, out: Path, n: int = 8) -> Path:

@@ -20,9 +20,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ...engine.classifier_predict import weights_files
+from ...engine.checkpoint import weights_files
+from ...engine.devices import resolve_device
 from ...engine.predictor import make_loader
-from ...engine.trainer import resolve_device
 from ...errors import FashionlabError
 from .augment import box_around
 from .dataset import CATEGORY_MASK, KeypointDataset, KeypointRecords, read_source
@@ -85,14 +85,15 @@ def as_prediction_set(records: KeypointRecords, coords: np.ndarray) -> KeypointS
                        np.ones(coords.shape[:2], dtype=np.int64))
 
 
-def predict_keypoint_files(weights: Path, source: Path, out: Path, tta: str = "none", batch: int = 64,
+def predict_keypoint_files(weights: Path | list[Path], source: Path, out: Path, tta: str = "none", batch: int = 64,
                            workers: int = 2, device: str = "auto") -> Path:
-    """``fashionlab predict keypoints``: one model, or a folder of runs (per-category models; models
-    covering the same category are averaged). Writes the 24-column FashionAI submission CSV."""
+    """``fashionlab predict keypoints``: one model, several, or folders of runs (per-category models;
+    models covering the same category are averaged). Writes the 24-column FashionAI submission CSV."""
     if tta not in TTA_MODES:
         raise FashionlabError(f"--tta '{tta}': keypoints supports {' | '.join(TTA_MODES)}")
     device = resolve_device(device)
-    models = [load_keypoints(w, device) for w in weights_files(weights)]
+    entries = weights if isinstance(weights, (list, tuple)) else [weights]
+    models = [load_keypoints(w, device) for entry in entries for w in weights_files(entry)]
     records = read_source(source)
     total = np.zeros((len(records), 24, 2))
     count = np.zeros(len(records))

@@ -10,7 +10,8 @@ augment.py      coordinate conventions, affine/flip with left/right name swappin
 features.py     timm features_only backbone with the offline ImageNet weights
 model.py        FPN heatmap head / regression head, weights file (format fashionlab-keypoints-1)
 loss_decode.py  Gaussian targets, masked losses, soft-argmax / argmax decoding, flip-test merging
-lit.py, train.py  the Lightning loop and the run folder;  predict.py  flip-test, two-stage, CSV writer
+hooks.py        the training hooks (data, loss step, decoded validation, NE, outputs);
+predict.py      flip-test, two-stage, CSV writer
 plots.py        curves (lowest NE starred) and the predicted-vs-true overlay
 metric.py       the competition's format and NE (owned separately)
 
@@ -22,22 +23,50 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
+from ...config import RunConfig
+from ...engine.hooks import TrainResult
 from ..base import Task
 from .config import KeypointsConfig
+from .hooks import KeypointsHooks
 
 
 class KeypointsTask(Task):
     name = "keypoints"
-    metric = "ne"  # lower is better; the keypoints loop handles the direction itself
+    metric = "ne"
+    higher_is_better = False
     config_class = KeypointsConfig
+    weights_format = "fashionlab-keypoints-1"
+    evaluator = "fashionlab.tasks.keypoints.metric:evaluate_keypoints_files"
+    synth_generator = "fashionlab.data.synth.keypoints:synth_keypoints"
+    serve_adapter = "fashionlab.serve.keypoints:KeypointsAdapter"
+    tta = ("none", "flip")
+    submit_tta = "flip"
+    combine = ("mean",)  # several models: their coordinates are averaged per image
 
-    def fit(self, cfg: KeypointsConfig, resume: bool = False) -> Any:  # type: ignore[override]
-        from .train import train_keypoints
+    def hooks(self, cfg: RunConfig) -> KeypointsHooks:
+        return KeypointsHooks(cfg)
 
-        return train_keypoints(cfg, resume=resume)
+    def gather_folds(self, cfg: RunConfig, results: list[TrainResult]) -> dict[str, Any]:
+        from .dataset import KeypointRecords, write_truth_csv
+        from .metric import normalized_error, write_keypoints_csv
+        from .predict import as_prediction_set
 
-    def predict_files(self, weights: Path, source: Path, out: Path, tta: str = "none", batch: int = 64,
-                      workers: int = 2, device: str = "auto") -> Path:
+        run = Path(cfg.out)
+        parts: list[KeypointRecords] = [r.val_set for r in results]
+        records = KeypointRecords([p for r in parts for p in r.paths], [i for r in parts for i in r.ids],
+                                  [c for r in parts for c in r.categories], np.concatenate([r.xy for r in parts]),
+                                  np.concatenate([r.v for r in parts]), np.concatenate([r.sizes for r in parts]),
+                                  parts[0].source)
+        coords = np.concatenate([r.val_outputs for r in results])
+        write_keypoints_csv(run / "oof.csv", records.ids, records.categories, coords)
+        write_truth_csv(run / "oof_truth.csv", records)
+        scores = normalized_error(as_prediction_set(records, coords), records.truth())
+        return {"oof_images": len(records), **scores}
+
+    def predict_files(self, weights: Path | list[Path], source: Path, out: Path, tta: str = "none", batch: int = 64,
+                      workers: int = 2, device: str = "auto", combine: str = "mean") -> Path:
         from .predict import predict_keypoint_files
 
         return predict_keypoint_files(weights, source, out, tta, batch, workers, device)

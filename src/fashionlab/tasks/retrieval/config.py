@@ -1,11 +1,8 @@
-"""``RetrievalConfig``: the shared RunConfig plus the street-to-shop retrieval task's own options.
+"""``RetrievalConfig``: the options every task honours plus the street-to-shop retrieval task's own.
 
-Options of RunConfig that retrieval does not use: ``head_epochs``/``head_lr`` (no frozen-backbone
-stage: the part branches need feature maps, not pooled features), ``loss``/``focal_*``/``cost_*``,
-``mixup``/``cutmix``/``mix_prob``, ``ema_decay``, ``swa``, ``save_top_k``, ``head``/``head_hidden``,
-``multitask``/``tasks``/``maybe_weight``, and (for now) K-fold (``folds``/``fold``/``test``) and staged
-unfreezing (``stages``/``frozen_fraction``/``stage_lr_decay``). The split by item uses ``split_seed``
-when set, else ``seed``.
+The classification family's options are not accepted (a one-line error names them): no frozen-backbone
+head stage (the part branches need feature maps), no ``test_imgsz`` (retrieval embeds at ``imgsz``), no
+classification losses or mixing. The split by item uses ``split_seed`` when set, else ``seed``.
 """
 from __future__ import annotations
 
@@ -13,7 +10,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator
 
-from ...config import RunConfig, refuse_test_imgsz
+from ...config import RunConfig
 
 BRANCHES = ("global", "horizontal", "vertical", "ring")
 
@@ -25,6 +22,8 @@ class RetrievalConfig(RunConfig):
     lr: float = Field(2e-3, gt=0)  # heads; the backbone gets lr * backbone_lr_mult
     backbone_lr_mult: float = Field(0.5, gt=0, le=1.0)
     batch: int = Field(32, ge=2)
+    label_smoothing: float = Field(0.1, ge=0, lt=1)  # of the ID classification heads
+    scale_min: float = Field(0.5, gt=0, le=1)  # RandomResizedCrop area lower bound
     # data
     root: str = ""  # images root; default: <csv folder>/images if it exists, else the CSV's folder
     # model
@@ -41,11 +40,6 @@ class RetrievalConfig(RunConfig):
     category_weight: float = Field(0.5, ge=0)
     # evaluation
     tta: Literal["none", "flip"] = "flip"  # for the final validation and the run's predictions
-
-    @field_validator("test_imgsz")
-    @classmethod
-    def _no_test_size(cls, value: int | None) -> int | None:
-        return refuse_test_imgsz("retrieval", value)
 
     @field_validator("branches")
     @classmethod

@@ -154,29 +154,36 @@ def val_pairs(val: ItemTable) -> tuple[list[int], list[int], dict[str, set[str]]
 
 class PKSampler(Sampler[list[int]]):
     """Batches of ``p`` items x ``k`` images (drawn with replacement when an item has fewer than ``k``):
-    every item once per epoch; a last group of fewer than two items is dropped (no negatives)."""
+    every item once per epoch; a last group of fewer than two items is dropped (no negatives).
+    Data-parallel: rank r of W takes every W-th batch of the same seeded epoch order."""
 
-    def __init__(self, labels: list[int], p: int, k: int, seed: int = 0) -> None:
+    def __init__(self, labels: list[int], p: int, k: int, seed: int = 0, rank: int = 0, world: int = 1) -> None:
         self.p, self.k, self.seed, self.epoch = max(2, p), k, seed, 0
+        self.rank, self.world = rank, max(1, world)
         self.by_label: dict[int, list[int]] = {}
         for i, label in enumerate(labels):
             self.by_label.setdefault(label, []).append(i)
         if len(self.by_label) < 2:
             raise FashionlabError("PK sampling needs at least two training items")
 
-    def __len__(self) -> int:
+    def _batches(self) -> int:
         full, rest = divmod(len(self.by_label), self.p)
         return full + (rest >= 2)
+
+    def __len__(self) -> int:
+        return max(1, self._batches() // self.world)
 
     def __iter__(self) -> Iterator[list[int]]:
         rng = np.random.default_rng([self.seed, self.epoch])
         self.epoch += 1
         labels = list(self.by_label)
         order = [labels[i] for i in rng.permutation(len(labels))]
-        for start in range(0, len(order), self.p):
+        for n, start in enumerate(range(0, len(order), self.p)):
             group = order[start:start + self.p]
-            if len(group) < 2:
+            if len(group) < 2 or n >= len(self) * self.world:
                 break
+            if n % self.world != self.rank:
+                continue
             batch: list[int] = []
             for label in group:
                 members = self.by_label[label]

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from ...engine.trainer import resolve_device
+from ...engine.devices import resolve_device
 from ...errors import FashionlabError
 from ...io import atomic_open, write_json
 from .data import read_images

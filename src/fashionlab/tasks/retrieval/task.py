@@ -13,7 +13,8 @@ model.py     global / stripe / ring part pooling, part embeddings + ID heads, we
 loss.py      sum of part cross-entropies + batch-hard triplet + category CE
 embed.py     embeddings with flip TTA and multi-model fusion, exact ranking, RANKS writer
 search.py    FAISS index (flat / ivf / hnsw) build and search, category restriction, model-id check
-lit.py, train.py  the Lightning loop and the run folder;  plots.py  query -> top-k figure
+hooks.py     the training hooks (split by item, PK batches, loss step, validation mAP@10, outputs)
+plots.py     query -> top-k figure
 metric.py    mAP@10 / recall@k and the RANKS/MATCHES readers (owned separately)
 """
 from __future__ import annotations
@@ -21,10 +22,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from ...engine.trainer import resolve_device
+from ...config import RunConfig
+from ...engine.devices import resolve_device
+from ...engine.hooks import TrainResult
 from ...errors import FashionlabError
 from ..base import Task
 from .config import RetrievalConfig
+from .hooks import RetrievalHooks
 
 TOP = 10  # ids written per query: the competition scores mAP@10
 
@@ -33,17 +37,37 @@ class RetrievalTask(Task):
     name = "retrieval"
     metric = "map@10"
     config_class = RetrievalConfig
+    weights_format = "fashionlab-retrieval-1"
+    evaluator = "fashionlab.tasks.retrieval.metric:evaluate_retrieval_files"
+    synth_generator = "fashionlab.data.synth.retrieval:synth_retrieval"
+    synth_count_arg = "n_items"
+    tta = ("none", "flip")
+    submit_tta = "flip"
+    combine = ("concat",)  # several models: their embeddings are concatenated
 
-    def fit(self, cfg: RetrievalConfig, resume: bool = False) -> Any:  # type: ignore[override]
-        from .train import train_retrieval
+    def hooks(self, cfg: RunConfig) -> RetrievalHooks:
+        return RetrievalHooks(cfg)
 
-        return train_retrieval(cfg, resume=resume)
+    def gather_folds(self, cfg: RunConfig, results: list[TrainResult]) -> dict[str, Any]:
+        """OOF rankings: every fold's val queries ranked against that fold's val gallery."""
+        from ...io import atomic_open
+        from .embed import write_ranks
+        from .metric import map_at_k
 
-    def predict_files(self, weights: Path, source: Path, out: Path, tta: str = "none", batch: int = 64,
-                      workers: int = 2, device: str = "auto") -> Path:
+        run = Path(cfg.out)
+        ranked = [row for r in results for row in r.val_outputs[0]]
+        matches = {q: g for r in results for q, g in r.val_outputs[1].items()}
+        write_ranks(run / "oof.csv", ranked)
+        with atomic_open(run / "oof_truth.csv", "w", encoding="utf-8", newline="") as handle:
+            handle.write("query_id,gallery_id\n")
+            handle.writelines(f"{q},{g}\n" for q, gs in matches.items() for g in sorted(gs))
+        return {"oof_queries": len(ranked), **map_at_k({q: r for q, r, _ in ranked}, matches, k=10)}
+
+    def predict_files(self, weights: Path | list[Path], source: Path, out: Path, tta: str = "none", batch: int = 64,
+                      workers: int = 2, device: str = "auto", combine: str = "concat") -> Path:
         """Rank the shop images of the items CSV ``source`` for each of its consumer images; write RANKS.
 
-        ``weights``: a best.pt, a run folder, or a folder of runs (their embeddings concatenated).
+        ``weights``: best.pt files, run folders, or folders of runs (their embeddings concatenated).
         """
         from .data import read_images
         from .embed import embed_fused, load_models, rank_exact, write_ranks

@@ -1,9 +1,8 @@
-"""``StylesConfig``: the shared RunConfig plus the multi-label styles task's own options.
+"""``StylesConfig``: the classification family's options plus the multi-label styles task's own options.
 
-Defaults differ from RunConfig where multi-label needs it: ``loss: bce`` (``ce`` is read as ``bce``
+Defaults differ from ClassifierConfig where multi-label needs it: ``loss: bce`` (``ce`` is read as ``bce``
 too; ``focal`` is the multi-label focal loss with ``focal_gamma``/``focal_alpha``) and
-``head_hidden: 256`` (backbone -> FC 256 -> BN -> ReLU -> FC K). ``label_smoothing`` is not used by
-the multi-label loss.
+``head_hidden: 256`` (backbone -> FC 256 -> BN -> ReLU -> FC K).
 
 Resampling (training split only, seeded by ``seed``): a label is *rare* when its training count is at
 or below the ``rare_quantile`` quantile of the label counts and *frequent* when at or above the
@@ -17,10 +16,10 @@ from typing import Literal
 
 from pydantic import Field
 
-from ...config import RunConfig
+from ..classifier.config import ClassifierConfig
 
 
-class StylesConfig(RunConfig):
+class StylesConfig(ClassifierConfig):
     """Every knob of a styles run (``--set key=value`` on the CLI)."""
 
     task: str = "styles"

@@ -11,7 +11,6 @@ thresholds tuned on validation (``threshold_search``) go to ``RUN/thresholds.jso
 from __future__ import annotations
 
 import csv
-import json
 import logging
 import math
 from pathlib import Path
@@ -22,9 +21,10 @@ import pandas as pd
 
 from ...config import RunConfig
 from ...data.images import list_images
+from ...data.labelled import LabelledSet, TaskMeta
 from ...errors import FashionlabError, at
-from ...io import atomic_open, write_json
-from ..base import LabelledSet, Task, TaskMeta
+from ...io import atomic_open
+from ..classifier.task import ClassifierTask
 from .config import StylesConfig
 from .metric import DEFAULT_THRESHOLD, per_label_f2, read_label_matrix, sample_f2
 from .thresholds import save_thresholds, tune
@@ -91,7 +91,7 @@ def resample_indices(targets: np.ndarray, upsample: float, downsample: float, qu
     return np.repeat(np.arange(n), reps), np.flatnonzero(rare).tolist(), np.flatnonzero(frequent).tolist()
 
 
-def multilabel_split(targets: np.ndarray, cfg: RunConfig, task: Task) -> tuple[np.ndarray, np.ndarray]:
+def multilabel_split(targets: np.ndarray, cfg: RunConfig, task: ClassifierTask) -> tuple[np.ndarray, np.ndarray]:
     """Deterministic train/val indices: iterative stratification when available, else the rarest label."""
     folds, fold = getattr(cfg, "folds", 0), getattr(cfg, "fold", 0)
     y = (np.asarray(targets) > 0.5).astype(np.int64)
@@ -125,11 +125,15 @@ def warn_absent(targets: np.ndarray, labels: list[str], where: str, quiet: bool 
                     where, ", ".join(absent))
 
 
-class StylesTask(Task):
+class StylesTask(ClassifierTask):
     name = "styles"
     metric = "f2"
     multilabel = True
     config_class = StylesConfig
+    evaluator = "fashionlab.tasks.styles.metric:evaluate_styles_files"
+    probability_csv = True
+    synth_generator = "fashionlab.data.synth.styles:synth_styles"
+    combine = ("mean",)
 
     def __init__(self) -> None:
         self.label_counts: dict[str, Any] = {}
@@ -176,21 +180,18 @@ class StylesTask(Task):
                      ", ".join(self.label_counts["rare"]))
         return resampled, val, meta
 
+    def data_summary_extra(self) -> dict[str, Any]:
+        return {"label_counts": self.label_counts}
+
     def fit(self, cfg: RunConfig, resume: bool = False) -> Any:
-        """Train, then write ``RUN/thresholds.json`` (tuned on validation) and label counts into data.json."""
+        """Train, then write ``RUN/thresholds.json`` (tuned on validation) and the threshold plots."""
         result = super().fit(cfg, resume)
         if getattr(result, "rank", 0):  # data-parallel: only rank 0 writes files
             return result
         if result.metrics.get("thresholds"):
             save_thresholds(result.run / "thresholds.json", result.metrics["thresholds"])
-        if result.val_probs:
+        if result.val_outputs:
             self._plot_thresholds(result)
-        if not self.label_counts:
-            self.load_train(cfg, quiet=True)  # the engine used its own task instance; recompute (deterministic)
-        summary_path = result.run / "data.json"
-        if summary_path.is_file():
-            summary = json.loads(summary_path.read_text(encoding="utf-8"))
-            write_json(summary_path, {**summary, "label_counts": self.label_counts})
         return result
 
     @staticmethod
@@ -199,7 +200,7 @@ class StylesTask(Task):
         from ...engine.plots import plot_bars, plot_lines
 
         labels = result.meta.classes[0]
-        probs, truth = np.stack(result.val_probs), result.val_set.targets > 0.5
+        probs, truth = np.stack(result.val_outputs), result.val_set.targets > 0.5
         grid = [round(float(t), 2) for t in np.arange(0.05, 0.96, 0.05)]
         curves = {"all labels (sample F2)": [sample_f2(truth, probs >= t) for t in grid]}
         for j, label in enumerate(labels):

@@ -31,14 +31,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ..errors import FashionlabError, at
-from ..io import atomic_open, write_json
-from ..tasks.styles.metric import per_label_f2, read_label_matrix, read_thresholds, sample_f2
+from .errors import FashionlabError, at
+from .io import atomic_open, write_json
+from .tasks.styles.metric import per_label_f2, read_label_matrix, read_thresholds, sample_f2
 
 log = logging.getLogger(__name__)
 METHODS = ("mean", "weighted", "vote", "top_n", "stack")
-MULTILABEL_TASKS = ("styles",)
-SINGLE_LABEL_TASKS = ("classify",)
 
 
 def read_probability_files(paths: list[Path]) -> tuple[list[str], list[str], np.ndarray]:
@@ -246,15 +244,17 @@ def ensemble_files(preds: list[Path], out: Path, method: str, truth: Path | None
     """Combine ``preds`` (OOF/validation) and ``test_preds`` with ``method``; returns the report."""
     if method not in METHODS:
         raise FashionlabError(f"unknown ensemble method '{method}'; choose one of {', '.join(METHODS)}")
-    if task not in MULTILABEL_TASKS + SINGLE_LABEL_TASKS:
-        known = ", ".join(MULTILABEL_TASKS + SINGLE_LABEL_TASKS)
+    from .tasks import all_tasks, get_task
+
+    if not get_task(task).probability_csv:
+        known = ", ".join(t.name for t in all_tasks() if t.probability_csv)
         raise FashionlabError(f"ensemble: task '{task}' has no probability CSVs; tasks: {known}")
-    multilabel = task in MULTILABEL_TASKS
+    multilabel = get_task(task).multilabel
     preds, out = [Path(p) for p in preds], Path(out)
     if method in ("top_n", "stack") and truth is None:
         raise FashionlabError(f"ensemble method '{method}' needs --truth (labels of the OOF rows)")
     if method == "weighted" and weights is None:
-        raise FashionlabError("ensemble method 'weighted' needs one weight per model (--weights)")
+        raise FashionlabError("ensemble method 'weighted' needs one weight per model (--weight, repeated)")
     if weights is not None and len(weights) != len(preds):
         raise FashionlabError(f"ensemble: {len(weights)} weights for {len(preds)} prediction files")
     if thresholds is not None and len(thresholds) != len(preds):

@@ -5,12 +5,12 @@ from pathlib import Path
 
 import numpy as np
 
-from ..data.images import check_images
-from ..errors import FashionlabError
-from ..tasks.base import Task, TaskMeta
-from .checkpoint import load_weights
-from .predictor import predict_probs
-from .trainer import resolve_device
+from ...data.images import check_images
+from ...data.labelled import TaskMeta
+from ...engine.checkpoint import load_weights, weights_files
+from ...engine.devices import resolve_device
+from ...engine.predictor import predict_probs
+from ...errors import FashionlabError
 
 
 COMBINE = ("mean", "vote", "confidence")
@@ -33,7 +33,7 @@ def combine_probs(per_model: list[np.ndarray], how: str) -> np.ndarray:
     return votes + 1e-6 * mean  # tie-break; shares still sum to ~1
 
 
-def predict_classifier(task: Task, weights: Path | list[Path], source: Path, out: Path, tta: str, batch: int,
+def predict_classifier(task, weights: Path | list[Path], source: Path, out: Path, tta: str, batch: int,
                        workers: int, device: str, combine: str = "mean") -> Path:
     device = resolve_device(device)
     files = [f for w in (weights if isinstance(weights, list) else [weights]) for f in weights_files(w)]
@@ -58,18 +58,6 @@ def predict_classifier(task: Task, weights: Path | list[Path], source: Path, out
     if missing:
         raise FashionlabError(f"{source}: no model for the task of '{missing[0]}'")
     return task.write_predictions(out, data, [combine_probs(found, combine) for found in per_row], meta)
-
-
-def weights_files(weights: str | Path) -> list[Path]:
-    """A best.pt file, a run folder, or a folder of run folders (per-task models, an ensemble)."""
-    path = Path(weights)
-    if path.is_file():
-        return [path]
-    found = [path / "weights" / "best.pt"] if (path / "weights" / "best.pt").is_file() else \
-        sorted(path.glob("*/weights/best.pt"))
-    if not found:
-        raise FashionlabError(f"{weights}: no weights file (expected best.pt, RUN/weights/best.pt or RUN/*/weights/best.pt)")
-    return found
 
 
 def merge_meta(metas: list, source: str | Path):

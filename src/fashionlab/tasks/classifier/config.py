@@ -1,0 +1,30 @@
+"""``ClassifierConfig``: the shared options plus those of the classification family (attributes,
+classify, styles): the frozen-backbone head stage, the automatic image size under a budget, test size,
+losses, mixing and the head's shape."""
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from ...config import RunConfig
+
+
+class ClassifierConfig(RunConfig):
+    """Every knob of a classification-style run (``--set key=value`` on the CLI)."""
+
+    test_imgsz: int | None = Field(None, ge=32, le=1024)  # validation/prediction size; None: imgsz scaled
+    # up by the train crops' mean zoom (FixRes), e.g. 128 -> 144 with scale_min 0.5
+    drop_rate: float = Field(0.2, ge=0.0, lt=1.0)
+    head_epochs: int = Field(30, ge=0)  # stage 1: head only, backbone frozen (on cached features)
+    head_lr: float = Field(3e-3, gt=0)
+    min_epochs: int = Field(6, ge=1)  # with a budget and auto imgsz: shrink images until this many fit
+    loss: Literal["ce", "focal", "bce"] = "ce"  # bce: multi-label tasks; focal works for both
+    focal_gamma: float = Field(2.0, ge=0)
+    focal_alpha: float | None = Field(None, ge=0, le=1)  # multi-label focal: weight of positives
+    mixup: float = Field(0.0, ge=0)  # Beta(α, α) for mixup; 0 = off
+    cutmix: float = Field(0.0, ge=0)  # Beta(α, α) for CutMix; 0 = off
+    mix_prob: float = Field(1.0, ge=0, le=1)  # share of batches mixed when mixup/cutmix is on
+    head: Literal["linear", "se"] = "linear"  # se: squeeze-excitation gating of pooled features
+    head_hidden: int = Field(0, ge=0)  # >0: FC hidden -> BN -> ReLU -> FC per head
+    scale_min: float = Field(0.5, gt=0, le=1)  # RandomResizedCrop area lower bound

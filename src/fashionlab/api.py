@@ -102,6 +102,15 @@ def synth(task: str, out: str | Path, **kwargs: Any) -> Path:
     return make(task, Path(out), **kwargs)
 
 
+def convert(source: str | Path, from_: str, to: str, out: str | Path, **options: Any) -> Any:
+    """Convert a public dataset (``from_``: deepfashion2, deepfashion-landmark, deepfashion-inshop, deepfashion-c2s,
+    deepfashion-attributes, fashionpedia, coco-keypoints) to task ``to``'s format under ``out``. Returns the
+    ``Summary`` (also ``out/convert_summary.json``); options: see ``fashionlab.convert`` and the README."""
+    from .convert import convert as run
+
+    return run(source, from_, to, out, **options)
+
+
 def report(run: str | Path) -> Path:
     from .engine.report import write_report
 
@@ -125,4 +134,4 @@ def demo(out: str | Path = "runs/demo", time_budget: float = 150.0) -> dict[str,
             "seconds": round(time.perf_counter() - started, 1)}
 
 
-__all__ = ["RunConfig", "demo", "evaluate", "predict", "report", "synth", "train"]
+__all__ = ["RunConfig", "convert", "demo", "evaluate", "predict", "report", "synth", "train"]

@@ -121,6 +121,15 @@ def synth(task: str, out: str | Path, n: int | None = None, **kwargs: Any) -> Pa
     return task_obj.synth(Path(out), **kwargs)
 
 
+def convert(source: str | Path, from_: str, to: str, out: str | Path, **options: Any) -> Any:
+    """Convert a public dataset (``from_``: deepfashion2, deepfashion-landmark, deepfashion-inshop, deepfashion-c2s,
+    deepfashion-attributes, fashionpedia, coco-keypoints) to task ``to``'s format under ``out``. Returns the
+    ``Summary`` (also ``out/convert_summary.json``); options: see ``fashionlab.convert`` and the README."""
+    from .convert import convert as run
+
+    return run(source, from_, to, out, **options)
+
+
 def report(run: str | Path) -> Path:
     from .engine.report import write_report
 
@@ -236,5 +245,5 @@ def demo(out: str | Path = "runs/demo", time_budget: float = 150.0) -> dict[str,
             "seconds": round(time.perf_counter() - started, 1)}
 
 
-__all__ = ["RunConfig", "config", "demo", "ensemble", "evaluate", "export", "index", "lr_find", "predict",
+__all__ = ["RunConfig", "config", "convert", "demo", "ensemble", "evaluate", "export", "index", "lr_find", "predict",
            "preview_recolour", "report", "search", "service", "submit", "sweep", "synth", "thresholds", "train"]

@@ -17,7 +17,7 @@ from .errors import FashionlabError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Train, evaluate and ship fashion image-recognition models.")
-data_app = typer.Typer(no_args_is_help=True, help="Datasets: generate the embedded synthetic sets.")
+data_app = typer.Typer(no_args_is_help=True, help="Datasets: the embedded synthetic sets; convert public ones.")
 app.add_typer(data_app, name="data")
 console = Console(stderr=True)
 
@@ -291,6 +291,36 @@ def data_synth(
     """Generate an embedded synthetic dataset in the competition's own layout."""
     kwargs = {k: v for k, v in {"size": size, "seed": seed}.items() if v is not None}
     console.print(f"wrote {api.synth(task, out, n=n, **kwargs)}")
+
+
+@data_app.command("convert")
+def data_convert(
+    source: Path = typer.Argument(..., help="The dataset's folder or annotation file."),
+    from_: str = typer.Option(..., "--from", help="deepfashion2 | deepfashion-landmark | deepfashion-inshop | "
+                              "deepfashion-c2s | deepfashion-attributes | fashionpedia | coco-keypoints"),
+    to: str = typer.Option(..., help="keypoints | retrieval | styles | attributes"),
+    out: Path = typer.Option(..., help="Output folder."),
+    split: Optional[str] = typer.Option(None, help="Rows of these splits (comma list) or all; names per source."),
+    images: Optional[Path] = typer.Option(None, help="Folder the image names are relative to (default per source)."),
+    mapping: Optional[Path] = typer.Option(None, help="YAML landmark mapping (coco-keypoints; overrides for "
+                                           "deepfashion2)."),
+    copy_images: bool = typer.Option(False, "--copy-images", help="Copy images instead of symlinking them."),
+    crop: Optional[bool] = typer.Option(None, "--crop/--no-crop", help="One crop per garment box (deepfashion2, "
+                                        "coco-keypoints; default: on for deepfashion2 retrieval)."),
+    crop_margin: Optional[float] = typer.Option(None, "--crop-margin", help="Crop margin, fraction of the box."),
+    groups: Optional[str] = typer.Option(None, help="Attribute groups to keep (comma list)."),
+    zero_means: Optional[str] = typer.Option(None, "--zero-means", help="deepfashion-attributes: 0 is unknown "
+                                             "(default) or negative."),
+    upper: Optional[str] = typer.Option(None, help="deepfashion-landmark upper-body rows: blouse | outwear."),
+    lower: Optional[str] = typer.Option(None, help="deepfashion-landmark lower-body rows: skirt | trousers."),
+    limit: Optional[int] = typer.Option(None, help="Convert only the first N records (a quick look)."),
+) -> None:
+    """Convert a public fashion dataset to a task format; prints and writes OUT/convert_summary.json."""
+    summary = api.convert(source, from_, to, out, split=split, images=images, mapping=mapping,
+                          copy_images=copy_images or None, crop=crop, crop_margin=crop_margin, groups=groups,
+                          zero_means=zero_means, upper=upper, lower=lower, limit=limit)
+    for line in summary.lines():
+        console.print(line, highlight=False, soft_wrap=True)
 
 
 from . import cli_ship  # noqa: E402 - serve/export live in their own module

@@ -56,20 +56,6 @@ def test_resolved_config_saved_and_validated(class_folders: Path, tmp_path: Path
         api.train("classify", data=str(class_folders), schedule="linear")
 
 
-def test_resume_continues_from_last_checkpoint(class_folders: Path, tmp_path: Path) -> None:
-    run = tmp_path / "run"
-    api.train("classify", data=str(class_folders), out=str(run), epochs=1, **TINY)
-    state = json.loads((run / "state.json").read_text())
-    assert state["epochs"] == 1
-    state["epochs"] = 2  # as if the run had been killed after its first of two epochs
-    (run / "state.json").write_text(json.dumps(state))
-    api.train("classify", resume=run)
-    history = pd.read_csv(run / "history.csv")
-    finetune = history[history["stage"] == "finetune"]
-    assert finetune["epoch"].tolist() == [1, 2]  # epoch 1 not repeated, epoch 2 trained
-    assert (history["stage"] == "head").sum() == TINY["head_epochs"]  # head stage not re-run
-
-
 def test_time_budget_plans_and_leaves_best(class_folders: Path, tmp_path: Path) -> None:
     result = api.train("classify", data=str(class_folders), out=str(tmp_path / "run"), time_budget=30, **TINY)
     plan = json.loads((result.run / "plan.json").read_text())

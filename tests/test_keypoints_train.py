@@ -62,14 +62,3 @@ def test_regression_head_two_stage_and_category_filter(garments: Path, tmp_path:
         api.predict("keypoints", result.best, garments / "train.csv", tmp_path / "p.csv", workers=0)
     with pytest.raises(FashionlabError, match="keypoints supports none | flip"):
         api.predict("keypoints", result.best, garments / "train.csv", tmp_path / "p.csv", tta="10crop")
-
-
-def test_resume_continues_from_last_checkpoint(garments: Path, tmp_path: Path) -> None:
-    run = tmp_path / "run"
-    api.train("keypoints", data=str(garments), out=str(run), epochs=1, **TINY_KP)
-    state = json.loads((run / "state.json").read_text())
-    state["epochs"] = 2  # as if the run had been killed after its first of two epochs
-    (run / "state.json").write_text(json.dumps(state))
-    api.train("keypoints", resume=run)
-    epochs = [line.split(",")[1] for line in (run / "history.csv").read_text().splitlines()[1:]]
-    assert epochs == ["1", "2"]

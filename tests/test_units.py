@@ -127,18 +127,6 @@ def test_mixup_only_mixes_within_a_task() -> None:
         assert min(allowed) - 1e-6 <= value <= max(allowed) + 1e-6  # never blended with the other task
 
 
-def test_lr_finder_plot(tmp_path: Path, class_folders: Path) -> None:
-    from fashionlab import api
-
-    from .conftest import TINY
-
-    result = api.lr_find("classify", data=str(class_folders), out=tmp_path / "lr.png", steps=8,
-                         **{k: v for k, v in TINY.items() if k != "head_epochs"})
-    assert (tmp_path / "lr.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert 1e-6 <= result["suggested_lr"] <= 1.0
-    assert result["lrs"] == sorted(result["lrs"]) and len(result["lrs"]) <= 8
-
-
 def test_cyclic_schedule_and_staged_unfreeze(class_folders: Path, tmp_path: Path) -> None:
     cyc = lr_lambda("cyclic", total_steps=100, step_every=4)
     assert [round(cyc(s), 3) for s in (0, 2, 4, 6, 8)] == [0.1, 0.55, 1.0, 0.55, 0.1]

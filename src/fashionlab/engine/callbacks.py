@@ -111,17 +111,23 @@ def build_callbacks(cfg: RunConfig, files: RunFiles, epochs: int, epoch_end: Epo
 
 
 def build_trainer(cfg: RunConfig, files: RunFiles, epochs: int, device: str, callbacks: list[Any],
-                  remaining_s: float, find_unused: bool = True):
+                  remaining_s: float, find_unused: bool = True, steps_per_epoch: int = 5):
     """The one Lightning Trainer: GPU AMP, CSV (+TensorBoard) logs, and ``max_time`` as the hard stop of
     a time budget (a resumed run's budget counts from the resuming command's start).
 
     ``cfg.devices * cfg.nodes > 1``: DDP (NCCL on GPUs, gloo on CPU), SyncBatchNorm on GPUs; the loop
     shards its data itself (engine/distributed.py), so Lightning must not replace the samplers.
     ``find_unused``: some parameters may get no gradient in a step (per-task heads, frozen stages)."""
+    import logging
     from datetime import timedelta
 
     import lightning.pytorch as pl
     from lightning.pytorch.loggers import CSVLogger
+
+    # Lightning sets its loggers to INFO when imported (hardware lines, a "litlogger" tip, "fit stopped");
+    # the loop prints one line per epoch instead. Warnings still show.
+    for name in ("lightning", "lightning.pytorch", "lightning.fabric"):
+        logging.getLogger(name).setLevel(logging.WARNING)
 
     use_gpu = device.startswith("cuda")
     world = cfg.devices * cfg.nodes
@@ -140,6 +146,6 @@ def build_trainer(cfg: RunConfig, files: RunFiles, epochs: int, device: str, cal
         strategy=strategy, sync_batchnorm=world > 1 and use_gpu and not cfg.freeze_bn, use_distributed_sampler=False,
         precision="16-mixed" if use_gpu and cfg.amp else "32-true", logger=loggers, callbacks=callbacks,
         max_time=timedelta(seconds=max(1.0, remaining_s)) if cfg.time_budget > 0 else None,
-        num_sanity_val_steps=0, enable_model_summary=False, log_every_n_steps=5, default_root_dir=str(files.run),
+        num_sanity_val_steps=0, enable_model_summary=False, log_every_n_steps=max(1, min(5, steps_per_epoch)), default_root_dir=str(files.run),
         enable_progress_bar=False,  # one line per epoch instead (engine/fit.py)
     )

@@ -73,6 +73,16 @@ def probe_train_speed(net: torch.nn.Module, loader, loss_step: Callable[[torch.n
     return sum(times) / max(1, sum(seen)) if seen else 0.0
 
 
+def checkpoint_epochs(path: Path) -> int:
+    """Fine-tune epochs finished in a Lightning checkpoint; a truncated or corrupt file is a one-line error."""
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        return int(ckpt["epoch"]) + 1
+    except Exception as exc:  # noqa: BLE001 - any unreadable checkpoint
+        raise FashionlabError(f"{path}: unreadable checkpoint ({type(exc).__name__}); the run cannot resume from it: "
+                              "delete it to restart the run, or train into a new --out folder") from None
+
+
 @torch.no_grad()
 def validate(net: torch.nn.Module, hooks: FitHooks, loader, device: str) -> float:
     """The task's metric of ``net`` on the whole validation loader (outside Lightning)."""
@@ -107,6 +117,9 @@ def fit(hooks: FitHooks, resume: bool = False) -> TrainResult:
     if resume and not resuming and not rank:
         log.warning("%s: nothing to resume, starting from the beginning", files.last_ckpt)
     state = files.read_state() if resuming else {}  # progress of a run that has a checkpoint to go on from
+    if resuming:  # epochs validated after last.ckpt was written are trained again: forget them
+        done = checkpoint_epochs(files.last_ckpt)
+        state["history"] = [r for r in state.get("history", []) if r["stage"] != "finetune" or r["epoch"] <= done]
     auto_size = state.get("auto_size", cfg.imgsz is None) if resuming else cfg.imgsz is None and hooks.auto_size
     if cfg.imgsz is None:
         cfg.imgsz = size_for_photos(native_size(hooks.train_paths(), seed=cfg.seed))
@@ -279,7 +292,8 @@ def _train(hooks: FitHooks, net: torch.nn.Module, files: RunFiles, rank: int, ha
         module = LitTask(net, hooks, epochs * steps_per_epoch, steps_per_epoch)
         callbacks = build_callbacks(cfg, files, epochs, EpochEnd(hooks, on_validated))
         trainer = build_trainer(cfg, files, epochs, device, callbacks, deadline - time.perf_counter(),
-                                find_unused=hooks.find_unused or cfg.stages > 1 or cfg.frozen_fraction > 0)
+                                find_unused=hooks.find_unused or cfg.stages > 1 or cfg.frozen_fraction > 0,
+                                steps_per_epoch=steps_per_epoch)
         fit_module = torch.compile(module) if cfg.compile else module
         with stop_on_signals(trainer) as stopped:
             trainer.fit(fit_module, train_loader, val_loader, ckpt_path=str(files.last_ckpt) if resuming else None,

@@ -48,9 +48,13 @@ def stop_on_signals(trainer) -> Iterator[Stopped]:
         stopped.signal = "SIGINT"
         trainer.should_stop = True
 
+    from lightning.pytorch.utilities.exceptions import SIGTERMException
+
     previous = signal.signal(signal.SIGINT, on_sigint)
     try:
         yield stopped
+    except SIGTERMException:  # Lightning's SystemExit after a SIGTERM: it would exit 0, as if the run had finished
+        stopped.signal = "SIGTERM"
     finally:
         signal.signal(signal.SIGINT, previous)
         if not stopped.signal and getattr(trainer, "received_sigterm", False):

@@ -110,10 +110,10 @@ def multilabel_split(targets: np.ndarray, cfg: RunConfig, task: ClassifierTask) 
         return task.split(cfg, strata)
     x = np.zeros((len(y), 1))
     if folds > 1:
-        splitter = MultilabelStratifiedKFold(n_splits=folds, shuffle=True, random_state=cfg.seed)
+        splitter = MultilabelStratifiedKFold(n_splits=folds, shuffle=True, random_state=cfg.data_seed)
         train, val = list(splitter.split(x, y))[fold]
     else:
-        splitter = MultilabelStratifiedShuffleSplit(n_splits=1, test_size=cfg.val_fraction, random_state=cfg.seed)
+        splitter = MultilabelStratifiedShuffleSplit(n_splits=1, test_size=cfg.val_fraction, random_state=cfg.data_seed)
         train, val = next(splitter.split(x, y))
     return np.sort(train).astype(np.int64), np.sort(val).astype(np.int64)
 

@@ -50,7 +50,7 @@ def test_two_processes_match_one_with_the_same_global_batch(class_folders: Path,
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL, env=env)
     assert done.returncode == 0, done.stderr[-3000:]
-    assert "GLOBAL_RANK: 1" in done.stderr  # really two processes
+    assert "data-parallel: rank 1 of 2 joined" in done.stderr  # really two processes
     # only rank 0 reports and writes: one "done", one row per epoch, the hand-off cleaned up
     assert (done.stdout + done.stderr).count("done:") == 1
     rows = _history(ddp)

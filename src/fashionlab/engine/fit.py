@@ -113,6 +113,7 @@ def fit(hooks: FitHooks, resume: bool = False) -> TrainResult:
     handoff = dist.read_handoff(files.run) if rank else None  # the other ranks start where rank 0 is at fit
     if handoff:
         cfg.imgsz = handoff["imgsz"]
+        log.info("data-parallel: rank %d of %d joined", rank, dist.world_size(cfg))
     resuming = resume and files.last_ckpt.is_file()
     if resume and not resuming and not rank:
         log.warning("%s: nothing to resume, starting from the beginning", files.last_ckpt)

@@ -66,17 +66,25 @@ def one_hot_targets(task_index: np.ndarray, labels: np.ndarray, width: int) -> n
     return targets
 
 
-def stratified_split(strata: list[str], val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Deterministic split keeping each stratum's share; strata too small to split stay in train."""
+def _shuffled_strata(strata: list[str], seed: int) -> list[np.ndarray]:
+    """Each stratum's indices (strata in sorted order), shuffled by one generator seeded with ``seed``."""
     rng = np.random.default_rng(seed)
-    train: list[int] = []
-    val: list[int] = []
     by_stratum: dict[str, list[int]] = {}
     for i, s in enumerate(strata):
         by_stratum.setdefault(s, []).append(i)
+    groups = []
     for key in sorted(by_stratum):
         idx = np.array(by_stratum[key])
         rng.shuffle(idx)
+        groups.append(idx)
+    return groups
+
+
+def stratified_split(strata: list[str], val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Deterministic split keeping each stratum's share; strata too small to split stay in train."""
+    train: list[int] = []
+    val: list[int] = []
+    for idx in _shuffled_strata(strata, seed):
         n_val = int(round(len(idx) * val_fraction)) if len(idx) > 1 else 0
         val.extend(idx[:n_val].tolist())
         train.extend(idx[n_val:].tolist())
@@ -85,15 +93,9 @@ def stratified_split(strata: list[str], val_fraction: float, seed: int) -> tuple
 
 def stratified_kfold(strata: list[str], folds: int, fold: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Fold ``fold`` of a deterministic stratified K-fold: every index is in exactly one validation fold."""
-    rng = np.random.default_rng(seed)
     assignment = np.zeros(len(strata), dtype=np.int64)
     offset = 0
-    by_stratum: dict[str, list[int]] = {}
-    for i, s in enumerate(strata):
-        by_stratum.setdefault(s, []).append(i)
-    for key in sorted(by_stratum):
-        idx = np.array(by_stratum[key])
-        rng.shuffle(idx)
+    for idx in _shuffled_strata(strata, seed):
         assignment[idx] = (np.arange(len(idx)) + offset) % folds  # round-robin keeps folds balanced
         offset += len(idx)
     return np.flatnonzero(assignment != fold), np.flatnonzero(assignment == fold)

@@ -67,17 +67,21 @@ class FitHooks:
         """Read, check and split the data (``cfg.data``, ``cfg.val_data``, ``cfg.folds``/``fold``)."""
         raise NotImplementedError
 
+    # ``load_data`` sets ``train_set`` and ``val_set``: sized collections with a ``paths`` list
+    train_set: Any = None
+    val_set: Any = None
+
     @property
     def n_train(self) -> int:
-        raise NotImplementedError
+        return len(self.train_set)
 
     @property
     def n_val(self) -> int:
-        raise NotImplementedError
+        return len(self.val_set)
 
     def train_paths(self) -> Sequence[Path]:
         """Training images (the automatic image size reads a sample of their headers)."""
-        raise NotImplementedError
+        return self.train_set.paths
 
     def data_summary(self) -> dict[str, Any]:
         """``RUN/data.json``."""

@@ -55,17 +55,6 @@ class ClassifierHooks(FitHooks):
             raise FashionlabError(f"{cfg.data}: no training images left")
         self.find_unused = len(self.meta.head_sizes) > 1
 
-    @property
-    def n_train(self) -> int:
-        return len(self.train_set)
-
-    @property
-    def n_val(self) -> int:
-        return len(self.val_set)
-
-    def train_paths(self) -> list[Path]:
-        return self.train_set.paths
-
     def data_summary(self) -> dict[str, Any]:
         meta = self.meta
 

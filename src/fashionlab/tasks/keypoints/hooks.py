@@ -66,17 +66,6 @@ class KeypointsHooks(FitHooks):
         self.truth = self.val_set.truth()
         normalized_error(self.truth, self.truth)  # raises, naming the file, when nothing in val can be scored
 
-    @property
-    def n_train(self) -> int:
-        return len(self.train_set)
-
-    @property
-    def n_val(self) -> int:
-        return len(self.val_set)
-
-    def train_paths(self) -> list[Path]:
-        return self.train_set.paths
-
     def data_summary(self) -> dict[str, Any]:
         def points(rec: KeypointRecords) -> dict[str, int]:
             return {"visible": int((rec.v == 1).sum()), "occluded": int((rec.v == 0).sum())}

@@ -97,17 +97,6 @@ class RetrievalHooks(FitHooks):
         self.categories = sorted({c for c in train.categories if c}) if cfg.category_head else []
         self.cat_index = [self.categories.index(c) if c in self.categories else -1 for c in train.categories]
 
-    @property
-    def n_train(self) -> int:
-        return len(self.train_set)
-
-    @property
-    def n_val(self) -> int:
-        return len(self.val_set)
-
-    def train_paths(self) -> list[Path]:
-        return self.train_set.paths
-
     def data_summary(self) -> dict[str, Any]:
         train, val = self.train_set, self.val_set
         queries, gallery, _ = val_pairs(val)

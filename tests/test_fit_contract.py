@@ -207,3 +207,24 @@ def test_ensemble_error_names_the_real_option(tmp_path: Path) -> None:
         f.write_text(rows)
     with pytest.raises(FashionlabError, match=r"needs one weight per model \(--weight, repeated\)"):
         api.ensemble("styles", files, tmp_path / "e.csv", method="weighted")
+
+
+def test_training_on_every_photo_keeps_the_last_averaged_weights(tmp_path: Path) -> None:
+    """val_fraction 0 (the competitions' final fit): no validation, best.pt = the last epoch's EMA weights."""
+    data, _ = task_data("classify", tmp_path / "data")
+    result = api.train("classify", data=str(data), out=str(tmp_path / "run"), epochs=2, val_fraction=0.0,
+                       ema_decay=0.5, **options("classify"))
+    payload = torch.load(result.best, map_location="cpu", weights_only=True)
+    assert payload["extra"]["stage"] == "finetune" and payload["extra"]["epoch"] == 2
+    assert payload["extra"]["value"] is None
+    history = pd.read_csv(result.run / "history.csv")
+    assert history["epoch"].tolist() == [1, 2] and history["val_metric"].isna().all()
+    last = torch.load(result.run / "weights" / "last.ckpt", map_location="cpu", weights_only=True)
+    average = {k.removeprefix("net."): v for k, v in last["state_dict"].items()}  # Lightning: averaged weights
+    raw = {k.removeprefix("net."): v for k, v in last["current_model_state"].items()}
+    name = "head.heads.0.weight"
+    assert torch.equal(payload["state_dict"][name], average[name])  # best.pt holds the average,
+    assert not torch.equal(payload["state_dict"][name], raw[name])  # not the raw net
+    with pytest.raises(FashionlabError, match="patience .* needs a validation set"):
+        api.train("classify", data=str(data), out=str(tmp_path / "r2"), val_fraction=0.0, patience=2,
+                  **options("classify"))

@@ -37,15 +37,22 @@ class EpochEnd(Callback):
         if trainer.sanity_checking:
             return
         outputs = module.collected_outputs(self.hooks.n_val)
-        if outputs is None:
-            return
-        metric = float(self.hooks.score(outputs))  # every rank holds every row: the same value everywhere
+        if outputs is not None:  # every rank holds every row: the same value everywhere
+            self._epoch_done(trainer, module, float(self.hooks.score(outputs)))
+
+    def on_train_epoch_end(self, trainer, module) -> None:
+        if self.hooks.n_val == 0:  # trained on every photo: no validation, the epoch is done here
+            module.train_images_per_s = module.epoch_images / max(1e-9, time.perf_counter() - module.epoch_clock)
+            self._epoch_done(trainer, module, float("nan"))
+
+    def _epoch_done(self, trainer, module, metric: float) -> None:
         losses = module.train_losses
         # equal-sized shards: the mean of the ranks' mean losses is the loss of the global batch
         train_loss = self._reduced(trainer, module, float(np.mean(losses)) if losses else float("nan"), "mean")
         images_per_s = self._reduced(trainer, module, module.train_images_per_s, "sum")
         module.train_losses = []
-        module.log("val_metric", metric, prog_bar=True, sync_dist=trainer.world_size > 1)
+        if metric == metric:
+            module.log("val_metric", metric, prog_bar=True, sync_dist=trainer.world_size > 1)
         new_total = None
         if trainer.is_global_zero:
             wall = time.perf_counter() - module.epoch_clock

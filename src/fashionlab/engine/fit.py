@@ -126,6 +126,8 @@ def fit(hooks: FitHooks, resume: bool = False) -> TrainResult:
         cfg.imgsz = size_for_photos(native_size(hooks.train_paths(), seed=cfg.seed))
         log.info("image size %d (from the photos' own size)", cfg.imgsz)
     hooks.check_imgsz(cfg.imgsz)
+    if not hooks.n_val and cfg.patience:
+        raise FashionlabError("patience (early stopping) needs a validation set; set val_fraction > 0 or --val-data")
     device = resolve_device(cfg.device)
     net = hooks.build_model()
     if handoff:
@@ -158,7 +160,8 @@ def _train(hooks: FitHooks, net: torch.nn.Module, files: RunFiles, rank: int, ha
     history: list[dict] = list(state.get("history", []))
 
     def info(metric: float, stage: str, epoch: int) -> dict[str, Any]:
-        return {"metric": hooks.metric, "value": metric, "lower_is_better": not higher, "stage": stage,
+        return {"metric": hooks.metric, "value": None if math.isnan(metric) else metric, "lower_is_better": not higher,
+                "stage": stage,
                 "epoch": epoch, "train_imgsz": cfg.imgsz}
 
     def save_if_best(metric: float, stage: str, epoch: int) -> bool:
@@ -268,10 +271,14 @@ def _train(hooks: FitHooks, net: torch.nn.Module, files: RunFiles, rank: int, ha
     planned = Replanner.from_plan(epochs, deadline, cfg.epochs, plan)
 
     def on_validated(epoch: int, train_loss: float, metric: float, images_per_s: float, wall_s: float) -> int | None:
+        """After each epoch: ``metric`` is NaN when there is no validation set (the last epoch is kept)."""
         history.append({"stage": "finetune", "epoch": epoch, "train_loss": train_loss, "val_metric": metric,
                         "train_images_per_s": images_per_s})
-        improved = save_if_best(metric, "finetune", epoch)
-        if cfg.save_top_k > 1:
+        validated = not math.isnan(metric)
+        improved = save_if_best(metric, "finetune", epoch) if validated else False
+        if not validated:
+            hooks.save_weights(files.best, net, hooks.eval_imgsz(cfg.imgsz), info(metric, "finetune", epoch))
+        if cfg.save_top_k > 1 and validated:
             keep_top_k(metric, epoch)
         new_total = planned.after_epoch(epoch, wall_s) if cfg.time_budget > 0 else None
         if notify_epoch(epoch, metric, train_loss):  # a listener (e.g. a sweep scheduler) asks to stop here
@@ -279,8 +286,9 @@ def _train(hooks: FitHooks, net: torch.nn.Module, files: RunFiles, rank: int, ha
         write_progress(planned.epochs)
         files.write_history(history)
         left = f", {max(0.0, deadline - time.perf_counter()):.0f}s of the budget left" if cfg.time_budget > 0 else ""
-        log.info("epoch %d/%d: loss %.4f, val %s %.4f%s, %.1f img/s%s", epoch, planned.epochs, train_loss,
-                 hooks.metric, metric, " (best)" if improved else "", images_per_s, left)
+        scored = f"val {hooks.metric} {metric:.4f}{' (best)' if improved else ''}" if validated else "no validation set"
+        log.info("epoch %d/%d: loss %.4f, %s, %.1f img/s%s", epoch, planned.epochs, train_loss, scored, images_per_s,
+                 left)
         return new_total
 
     if epochs > 0:
@@ -297,10 +305,13 @@ def _train(hooks: FitHooks, net: torch.nn.Module, files: RunFiles, rank: int, ha
                                 steps_per_epoch=steps_per_epoch)
         fit_module = torch.compile(module) if cfg.compile else module
         with stop_on_signals(trainer) as stopped:
-            trainer.fit(fit_module, train_loader, val_loader, ckpt_path=str(files.last_ckpt) if resuming else None,
-                        weights_only=True)
+            trainer.fit(fit_module, train_loader, val_loader if hooks.n_val else None,
+                        ckpt_path=str(files.last_ckpt) if resuming else None, weights_only=True)
         if rank:
             return TrainResult(files.run, files.best, {}, rank=rank)
+        if not hooks.n_val and not stopped.signal and history:  # EMA/SWA: the averaged weights are in net now
+            hooks.save_weights(files.best, net, hooks.eval_imgsz(cfg.imgsz),
+                               info(float("nan"), "finetune", history[-1]["epoch"]))
         dist.handoff_path(files.run).unlink(missing_ok=True)
         files.write_history(history)
         if stopped.signal:

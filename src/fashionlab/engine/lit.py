@@ -24,17 +24,17 @@ class LitTask(pl.LightningModule):
         self._val_index: list[torch.Tensor] = []
         self._val_outputs: list[torch.Tensor] = []
         self.train_losses: list[float] = []
-        self.epoch_clock, self._epoch_images = 0.0, 0
+        self.epoch_clock, self.epoch_images = 0.0, 0
         self.train_images_per_s = float("nan")
 
     def forward(self, *args):
         return self.net(*args)
 
     def on_train_epoch_start(self) -> None:
-        self.epoch_clock, self._epoch_images = time.perf_counter(), 0
+        self.epoch_clock, self.epoch_images = time.perf_counter(), 0
 
     def on_validation_epoch_start(self) -> None:  # runs right after the epoch's last training step
-        self.train_images_per_s = self._epoch_images / max(1e-9, time.perf_counter() - self.epoch_clock)
+        self.train_images_per_s = self.epoch_images / max(1e-9, time.perf_counter() - self.epoch_clock)
 
     def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
         # Lightning only notes a SIGTERM; stop after this batch so `kill PID` ends the run cleanly
@@ -44,7 +44,7 @@ class LitTask(pl.LightningModule):
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
         loss, n_images = self.hooks.loss_step(self.net, batch)
-        self._epoch_images += n_images
+        self.epoch_images += n_images
         self.log("train_loss", loss, prog_bar=True, on_step=True, on_epoch=False)
         self.train_losses.append(float(loss.detach()))
         return loss

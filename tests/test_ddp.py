@@ -104,3 +104,23 @@ def test_unsupported_data_parallel_runs_fail_clearly(class_folders: Path, tmp_pa
 def test_devices_must_be_positive() -> None:
     with pytest.raises(FashionlabError, match="devices"):
         api.train("classify", data=".", devices=0)
+
+
+@pytest.mark.parametrize("task", ["keypoints", "retrieval"])
+def test_every_task_trains_data_parallel(task: str, tmp_path: Path) -> None:
+    if task == "keypoints":
+        data = api.synth("keypoints", tmp_path / "data", n=24, size=64, seed=1)
+        extra = ["--batch", "4"]
+    else:
+        data = api.synth("retrieval", tmp_path / "data", n=8, size=64, seed=1) / "items.csv"
+        extra = ["--batch", "8", "--set", "embed_dim=8", "--set", "val_fraction=0.25"]
+    run = tmp_path / "run"
+    cmd = [sys.executable, "-m", "fashionlab", "train", task, "--data", str(data), "--out", str(run), "--devices", "2",
+           "--device", "cpu", "--epochs", "2", "--imgsz", "64", "--workers", "0", "--set", "freeze_bn=true",
+           "--set", "model=test_efficientnet", "--set", "pretrained=none", *extra]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "data-parallel: rank 1 of 2 joined" in done.stderr
+    assert [r[:2] for r in _history(run)] == [["finetune", "1"], ["finetune", "2"]]  # one row per epoch: rank 0
+    assert json.loads((run / "metrics.json").read_text())["task"] == task

@@ -40,6 +40,7 @@ log = logging.getLogger(__name__)
 warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
 warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
 warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")  # freeze_bn, on purpose
+warnings.filterwarnings("ignore", message=r"torch.distributed.nn.functional.all_gather is deprecated")  # Lightning's
 
 
 def probe_train_speed(net: torch.nn.Module, loader, loss_step: Callable[[torch.nn.Module, Any], tuple], device: str,

@@ -13,7 +13,13 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import FashionlabError
-from . import coco_keypoints, deepfashion, deepfashion2, deepfashion_attributes, fashionpedia
+from . import (
+    coco_keypoints,
+    deepfashion,
+    deepfashion2,
+    deepfashion_attributes,
+    fashionpedia,
+)
 from .common import Summary
 
 NON_COMMERCIAL = "non-commercial research only"

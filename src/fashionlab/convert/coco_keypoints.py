@@ -24,11 +24,18 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from ..errors import FashionlabError
 from ..tasks.keypoints.metric import CATEGORIES, CATEGORY_POINTS
-from .common import ImagePlacer, Summary, bad, image_mode, load_json, parse_number, safe_relative
+from .common import (
+    ImagePlacer,
+    Summary,
+    bad,
+    image_mode,
+    load_json,
+    load_mapping_yaml,
+    parse_number,
+    safe_relative,
+)
 from .targets import Garment, KeypointsOut, write_garments
 
 _VISIBILITY = {2: 1, 1: 0, 0: -1}
@@ -63,12 +70,7 @@ def load_mapping(path: str | Path | None, categories: dict[int, dict]) -> dict[i
         raise FashionlabError("--from coco-keypoints needs --mapping FILE.yaml (source keypoint name -> FashionAI "
                               "point name; see README 'Bring your own data')")
     path = Path(path)
-    if not path.is_file():
-        raise FashionlabError(f"--mapping {path}: no such file")
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as exc:
-        raise FashionlabError(f"{path}: invalid YAML ({str(exc).splitlines()[0]})") from None
+    data = load_mapping_yaml(path)
     if not isinstance(data, dict) or not ({"points", "categories"} & set(data)):
         raise FashionlabError(f"{path}: expected 'category' and 'points' (and/or 'categories:' per COCO category)")
     per = data.get("categories") or {}

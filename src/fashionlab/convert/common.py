@@ -94,6 +94,19 @@ class Summary:
         return self
 
 
+def load_mapping_yaml(path: str | Path) -> Any:
+    """A ``--mapping`` file's parsed YAML (an empty file is ``{}``); a missing file or bad YAML is one line."""
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise FashionlabError(f"--mapping {path}: no such file")
+    try:
+        return yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as exc:
+        raise FashionlabError(f"{path}: invalid YAML ({str(exc).splitlines()[0]})") from None
+
+
 def load_json(path: Path) -> Any:
     """A whole annotation JSON (the one file a converter may load at once)."""
     if not path.is_file():

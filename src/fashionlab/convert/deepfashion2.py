@@ -24,11 +24,17 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from ..errors import FashionlabError
 from ..tasks.keypoints.metric import CATEGORY_POINTS
-from .common import ImagePlacer, Summary, bad, image_mode, load_json, parse_number
+from .common import (
+    ImagePlacer,
+    Summary,
+    bad,
+    image_mode,
+    load_json,
+    load_mapping_yaml,
+    parse_number,
+)
 from .maps import DEEPFASHION2
 from .targets import Garment, ItemsOut, KeypointsOut, write_garments
 
@@ -64,12 +70,7 @@ def load_mapping(path: str | Path | None) -> dict[int, tuple[str, int, str, dict
     if path is None:
         return table
     path = Path(path)
-    if not path.is_file():
-        raise FashionlabError(f"--mapping {path}: no such file")
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as exc:
-        raise FashionlabError(f"{path}: invalid YAML ({str(exc).splitlines()[0]})") from None
+    data = load_mapping_yaml(path)
     if not isinstance(data, dict):
         raise FashionlabError(f"{path}: expected a mapping {{DeepFashion2 category: {{FashionAI point: number}}}}")
     by_name = {name: cid for cid, (name, *_rest) in table.items()}

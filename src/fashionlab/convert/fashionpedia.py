@@ -25,7 +25,16 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import FashionlabError
-from .common import ImagePlacer, Summary, bad, clean_name, image_mode, load_json, safe_relative, slug
+from .common import (
+    ImagePlacer,
+    Summary,
+    bad,
+    clean_name,
+    image_mode,
+    load_json,
+    safe_relative,
+    slug,
+)
 from .targets import AttributesOut, StylesOut
 
 

@@ -54,6 +54,7 @@ class RunConfig(BaseModel):
     swa: bool = False  # stochastic weight averaging over the last quarter of epochs
     save_top_k: int = Field(1, ge=1)  # keep the k best epochs' weights as weights/epochN.pt
     patience: int = Field(0, ge=0)  # early stopping on the val metric (in its own direction); 0 = off
+    val_every: int = Field(1, ge=1)  # validate every N epochs (and always on the last planned one)
     # augmentation shared by every task
     hflip: float = Field(0.5, ge=0, le=1)
     color_jitter: float = Field(0.2, ge=0, le=1)

@@ -33,15 +33,19 @@ class EpochEnd(Callback):
             return value
         return float(trainer.strategy.reduce(torch.tensor(value, device=module.device), reduce_op=op))
 
+    def on_train_epoch_start(self, trainer, module) -> None:
+        self._validated = False
+
     def on_validation_epoch_end(self, trainer, module) -> None:
         if trainer.sanity_checking:
             return
         outputs = module.collected_outputs(self.hooks.n_val)
         if outputs is not None:  # every rank holds every row: the same value everywhere
+            self._validated = True
             self._epoch_done(trainer, module, float(self.hooks.score(outputs)))
 
     def on_train_epoch_end(self, trainer, module) -> None:
-        if self.hooks.n_val == 0:  # trained on every photo: no validation, the epoch is done here
+        if not self._validated:  # no validation set, or not a validation epoch (val_every): done here
             module.train_images_per_s = module.epoch_images / max(1e-9, time.perf_counter() - module.epoch_clock)
             self._epoch_done(trainer, module, float("nan"))
 
@@ -61,6 +65,18 @@ class EpochEnd(Callback):
             new_total = trainer.strategy.broadcast(new_total, src=0)
         if new_total is not None:
             module.set_total_epochs(new_total)
+
+
+class ValidationCadence(Callback):
+    """Validate every ``every`` epochs and always on the last planned epoch (the plan may change)."""
+
+    def __init__(self, every: int) -> None:
+        self.every = every
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        epoch = trainer.current_epoch + 1
+        due = epoch % self.every == 0 or epoch >= trainer.fit_loop.max_epochs
+        trainer.check_val_every_n_epoch = 1 if due else 10**9
 
 
 class LateSWA(WeightAveraging):
@@ -112,6 +128,8 @@ def build_callbacks(cfg: RunConfig, files: RunFiles, epochs: int, epoch_end: Epo
         callbacks.append(EMAWeightAveraging(decay=cfg.ema_decay))
     elif cfg.swa:
         callbacks.append(LateSWA(start_epoch=max(0, int(epochs * 0.75) - 1)))
+    if cfg.val_every > 1:
+        callbacks.append(ValidationCadence(cfg.val_every))
     if cfg.stages > 1 or cfg.frozen_fraction > 0:
         callbacks.append(StagedUnfreeze(cfg.stages, epochs, cfg.frozen_fraction, cfg.stage_lr_decay))
     return callbacks

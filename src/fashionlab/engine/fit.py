@@ -277,7 +277,7 @@ def _train(hooks: FitHooks, net: torch.nn.Module, files: RunFiles, rank: int, ha
                         "train_images_per_s": images_per_s})
         validated = not math.isnan(metric)
         improved = save_if_best(metric, "finetune", epoch) if validated else False
-        if not validated:
+        if not hooks.n_val:  # no validation set: the latest weights are the result
             hooks.save_weights(files.best, net, hooks.eval_imgsz(cfg.imgsz), info(metric, "finetune", epoch))
         if cfg.save_top_k > 1 and validated:
             keep_top_k(metric, epoch)
@@ -287,7 +287,8 @@ def _train(hooks: FitHooks, net: torch.nn.Module, files: RunFiles, rank: int, ha
         write_progress(planned.epochs)
         files.write_history(history)
         left = f", {max(0.0, deadline - time.perf_counter()):.0f}s of the budget left" if cfg.time_budget > 0 else ""
-        scored = f"val {hooks.metric} {metric:.4f}{' (best)' if improved else ''}" if validated else "no validation set"
+        scored = (f"val {hooks.metric} {metric:.4f}{' (best)' if improved else ''}" if validated else
+                  "not validated" if hooks.n_val else "no validation set")
         log.info("epoch %d/%d: loss %.4f, %s, %.1f img/s%s", epoch, planned.epochs, train_loss, scored, images_per_s,
                  left)
         return new_total

@@ -67,20 +67,26 @@ def lr_find(task: str, config: str | Path | None = None, out: str | Path = "lr_f
 
 
 def predict(task: str, weights: str | Path | list, source: str | Path, out: str | Path, tta: str = "none",
-            batch: int = 64, workers: int = 2, device: str = "auto", combine: str = "mean") -> Path:
+            batch: int = 64, workers: int = 2, device: str = "auto", combine: str = "mean",
+            skip_bad: bool = False) -> Path:
     """Predict every image of ``source``; writes the task's own prediction/submission CSV to ``out``.
 
     ``weights``: a best.pt, a run folder, or a folder of runs (per-task models; several runs of the
-    same task are combined: ``combine`` = mean | vote | confidence).
+    same task are combined: ``combine`` = mean | vote | confidence). ``out`` is checked before any
+    work (a folder, a read-only place: one line now, not after predicting everything).
+    ``skip_bad``: unreadable images are left out of ``out`` (counted, with a warning), not an error.
     """
+    from .io import check_output
     from .tasks import get_task
 
     task_obj = get_task(task)
+    check_output(Path(out))
     paths = [Path(w) for w in weights] if isinstance(weights, (list, tuple)) else [Path(weights)]
     paths = paths[0] if len(paths) == 1 else paths
+    extra: dict[str, Any] = {"skip_bad": True} if skip_bad else {}
     if combine != "mean":
-        return task_obj.predict_files(paths, Path(source), Path(out), tta, batch, workers, device, combine)
-    return task_obj.predict_files(paths, Path(source), Path(out), tta, batch, workers, device)
+        extra["combine"] = combine
+    return task_obj.predict_files(paths, Path(source), Path(out), tta, batch, workers, device, **extra)
 
 
 def evaluate(task: str, pred: str | Path, truth: str | Path, **kwargs: Any) -> dict[str, Any]:

@@ -8,6 +8,7 @@ import torch
 from lightning.pytorch.callbacks import Callback, EarlyStopping, EMAWeightAveraging, ModelCheckpoint, WeightAveraging
 
 from ..config import RunConfig
+from .checkpoint_io import AtomicCheckpointIO
 from .run_files import RunFiles
 
 
@@ -94,4 +95,5 @@ def build_trainer(cfg: RunConfig, files: RunFiles, epochs: int, device: str, cal
         precision="16-mixed" if use_gpu and cfg.amp else "32-true", logger=loggers, callbacks=callbacks,
         max_time=timedelta(seconds=max(1.0, remaining_s)) if cfg.time_budget > 0 and not resuming else None,
         num_sanity_val_steps=0, enable_model_summary=False, log_every_n_steps=5, default_root_dir=str(files.run),
+        plugins=[AtomicCheckpointIO()],  # last.ckpt written beside itself and renamed (issue 18)
     )

@@ -91,11 +91,11 @@ class Task:
         return train(cfg, resume=resume)
 
     def predict_files(self, weights: Path | list[Path], source: Path, out: Path, tta: str = "none", batch: int = 64,
-                      workers: int = 2, device: str = "auto", combine: str = "mean") -> Path:
+                      workers: int = 2, device: str = "auto", combine: str = "mean", skip_bad: bool = False) -> Path:
         """Predict ``source`` with one or several ``weights`` and write the task's prediction file ``out``."""
         from ..engine.classifier_predict import predict_classifier
 
-        return predict_classifier(self, weights, source, out, tta, batch, workers, device, combine)
+        return predict_classifier(self, weights, source, out, tta, batch, workers, device, combine, skip_bad)
 
     def load_train(self, cfg: RunConfig) -> tuple[LabelledSet, LabelledSet, TaskMeta]:
         raise NotImplementedError

@@ -37,10 +37,10 @@ class KeypointsTask(Task):
         return train_keypoints(cfg, resume=resume)
 
     def predict_files(self, weights: Path, source: Path, out: Path, tta: str = "none", batch: int = 64,
-                      workers: int = 2, device: str = "auto") -> Path:
+                      workers: int = 2, device: str = "auto", skip_bad: bool = False) -> Path:
         from .predict import predict_keypoint_files
 
-        return predict_keypoint_files(weights, source, out, tta, batch, workers, device)
+        return predict_keypoint_files(weights, source, out, tta, batch, workers, device, skip_bad)
 
 
 __all__ = ["KeypointsConfig", "KeypointsTask"]

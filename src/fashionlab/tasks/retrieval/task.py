@@ -40,12 +40,13 @@ class RetrievalTask(Task):
         return train_retrieval(cfg, resume=resume)
 
     def predict_files(self, weights: Path, source: Path, out: Path, tta: str = "none", batch: int = 64,
-                      workers: int = 2, device: str = "auto") -> Path:
+                      workers: int = 2, device: str = "auto", skip_bad: bool = False) -> Path:
         """Rank the shop images of the items CSV ``source`` for each of its consumer images; write RANKS.
 
-        ``weights``: a best.pt, a run folder, or a folder of runs (their embeddings concatenated).
+        ``weights``: a best.pt, a run folder, or a folder of runs (their embeddings concatenated);
+        ``skip_bad``: missing/unreadable images are left out (counted, with a warning).
         """
-        from .data import read_images
+        from .data import read_images, readable
         from .embed import embed_fused, load_models, rank_exact, write_ranks
 
         if Path(source).suffix.lower() != ".csv":
@@ -53,8 +54,8 @@ class RetrievalTask(Task):
                                   "a folder of queries build an index and use search")
         device = resolve_device(device)
         models = load_models(weights, device)
-        gallery = read_images(Path(source), "gallery")
-        queries = read_images(Path(source), "query")
+        gallery = readable(read_images(Path(source), "gallery", skip_bad=skip_bad), skip_bad)
+        queries = readable(read_images(Path(source), "query", skip_bad=skip_bad), skip_bad)
         if not any(gallery.domains):
             raise FashionlabError(f"{source}: no domain column; predict ranks its consumer rows against its shop rows")
         g = embed_fused(models, gallery.paths, tta, "concat", batch, workers, device)

@@ -44,9 +44,9 @@ log = logging.getLogger(__name__)
 
 def load_data(cfg: RetrievalConfig) -> tuple[ItemTable, ItemTable]:
     """Train/val tables: ``val_data`` if given, else whole items held out; images checked."""
-    table = read_items(Path(cfg.data), cfg.root or None)
+    table = read_items(Path(cfg.data), cfg.root or None, skip_bad=cfg.skip_bad)
     if cfg.val_data:
-        train, val = table, read_items(Path(cfg.val_data), cfg.root or None)
+        train, val = table, read_items(Path(cfg.val_data), cfg.root or None, skip_bad=cfg.skip_bad)
     else:
         train, val = split_by_item(table, cfg.val_fraction, getattr(cfg, "data_seed", cfg.seed))  # split_seed or seed
     train, val = train.subset(check_images(train.paths, cfg.skip_bad)), val.subset(check_images(val.paths, cfg.skip_bad))

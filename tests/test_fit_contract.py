@@ -228,24 +228,3 @@ def test_training_on_every_photo_keeps_the_last_averaged_weights(tmp_path: Path)
     with pytest.raises(FashionlabError, match="patience .* needs a validation set"):
         api.train("classify", data=str(data), out=str(tmp_path / "r2"), val_fraction=0.0, patience=2,
                   **options("classify"))
-
-
-def test_a_corrupt_last_checkpoint_is_a_one_line_error(tmp_path: Path) -> None:
-    data, _ = task_data("classify", tmp_path / "data")
-    run = tmp_path / "run"
-    api.train("classify", data=str(data), out=str(run), epochs=1, **options("classify"))
-    ckpt = run / "weights" / "last.ckpt"
-    ckpt.write_bytes(ckpt.read_bytes()[: ckpt.stat().st_size // 2])  # a half-written file
-    with pytest.raises(FashionlabError, match=r"last.ckpt: unreadable checkpoint \(\w+\); the run cannot resume") as err:
-        api.train("classify", resume=run)
-    assert "\n" not in str(err.value) and "weights_only" not in str(err.value)
-
-
-def test_val_every_validates_every_nth_and_the_last_epoch(tmp_path: Path) -> None:
-    data, _ = task_data("classify", tmp_path / "data")
-    result = api.train("classify", data=str(data), out=str(tmp_path / "run"), epochs=5, val_every=2,
-                       **options("classify"))
-    history = pd.read_csv(result.run / "history.csv")
-    validated = history.loc[history["val_metric"].notna(), "epoch"].tolist()
-    assert history["epoch"].tolist() == [1, 2, 3, 4, 5] and validated == [2, 4, 5]
-    assert torch.load(result.best, map_location="cpu", weights_only=True)["extra"]["epoch"] in validated

@@ -82,18 +82,24 @@ def lr_find(task: str, config_path: str | Path | None = None, out: str | Path = 
 
 
 def predict(task: str, weights: str | Path | list, source: str | Path, out: str | Path, tta: str = "none",
-            batch: int = 64, workers: int = 2, device: str = "auto", combine: str | None = None) -> Path:
+            batch: int = 64, workers: int = 2, device: str = "auto", combine: str | None = None,
+            skip_bad: bool = False) -> Path:
     """Predict every image of ``source``; writes the task's own prediction/submission CSV to ``out``.
 
     ``weights``: a best.pt, a run folder, or a folder of runs (per-task models); several are combined by
     ``combine`` (default: the task's first way, e.g. ``mean``; classifiers also ``vote``/``confidence``).
+    ``out`` is checked before any work (a folder, a read-only place: one line now, not after predicting
+    everything). ``skip_bad``: unreadable images are left out of ``out`` (counted, with a warning).
     """
+    from .io import check_output
+
     task_obj = _task(task)
+    check_output(Path(out))
     paths = [Path(w) for w in weights] if isinstance(weights, (list, tuple)) else [Path(weights)]
     combine = combine or task_obj.combine[0]
     task_obj.check_predict(tta, combine, len(paths))
     target = paths[0] if len(paths) == 1 else paths
-    return task_obj.predict_files(target, Path(source), Path(out), tta, batch, workers, device, combine)
+    return task_obj.predict_files(target, Path(source), Path(out), tta, batch, workers, device, combine, skip_bad)
 
 
 def submit(task: str, weights: str | Path | list, source: str | Path, out: str | Path, tta: str | None = None,
@@ -137,23 +143,24 @@ def report(run: str | Path) -> Path:
 
 
 def index(task: str, weights: str | Path | list, gallery: str | Path, out: str | Path, kind: str = "flat",
-          fusion: str = "concat", tta: str = "flip", device: str = "auto") -> Path:
+          fusion: str = "concat", tta: str = "flip", device: str = "auto", skip_bad: bool = False) -> Path:
     """Embed a gallery (items CSV shop rows, or a folder) and build a FAISS index (retrieval)."""
     _only(task, "retrieval")
     from .tasks.retrieval.search import build_index
 
     weights = [Path(w) for w in weights] if isinstance(weights, (list, tuple)) else Path(weights)
-    return build_index(weights, Path(gallery), Path(out), kind=kind, fusion=fusion, tta=tta, device=device)
+    return build_index(weights, Path(gallery), Path(out), kind=kind, fusion=fusion, tta=tta, device=device,
+                       skip_bad=skip_bad)
 
 
 def search(task: str, index_dir: str | Path, query: str | Path, top: int = 10, out: str | Path | None = None,
-           category: str | None = None, device: str = "auto") -> list:
+           category: str | None = None, device: str = "auto", skip_bad: bool = False) -> list:
     """Rank an index's gallery for each query image: [(query_id, ids, scores), ...] (retrieval)."""
     _only(task, "retrieval")
     from .tasks.retrieval.search import search as run_search
 
     return run_search(Path(index_dir), Path(query), top=top, out=Path(out) if out else None, category=category,
-                      device=device)
+                      device=device, skip_bad=skip_bad)
 
 
 def thresholds(task: str, pred: str | Path, truth: str | Path, out: str | Path = "thresholds.json",

@@ -114,10 +114,11 @@ def predict(
     batch: int = typer.Option(64),
     workers: int = typer.Option(2),
     device: str = typer.Option("auto"),
+    skip_bad: bool = typer.Option(False, "--skip-bad", help="Leave unreadable images out (counted, with a warning)."),
 ) -> None:
     """Predict images; classify writes image,label,score, attributes the FashionAI submission format."""
     path = api.predict(task, list(weights), source, out, tta=tta, batch=batch, workers=workers, device=device,
-                       combine=combine)
+                       combine=combine, skip_bad=skip_bad)
     console.print(f"wrote {path}")
 
 
@@ -132,10 +133,11 @@ def submit(
     batch: int = typer.Option(64),
     workers: int = typer.Option(2),
     device: str = typer.Option("auto"),
+    skip_bad: bool = typer.Option(False, "--skip-bad", help="Leave unreadable images out (counted, with a warning)."),
 ) -> None:
     """Write a competition submission (predict with the competition's TTA default)."""
     path = api.submit(task, list(weights), source, out, tta=tta, batch=batch, workers=workers, device=device,
-                      combine=combine)
+                      combine=combine, skip_bad=skip_bad)
     console.print(f"wrote submission {path}")
 
 
@@ -178,10 +180,11 @@ def index(
     fusion: str = typer.Option("concat", help="Several models: concat | mean of normalised embeddings."),
     tta: str = typer.Option("flip", help="none | flip"),
     device: str = typer.Option("auto"),
+    skip_bad: bool = typer.Option(False, "--skip-bad", help="Leave unreadable images out (counted, with a warning)."),
 ) -> None:
     """Embed a gallery and build a FAISS index (ids and categories stored beside it)."""
     path = api.index(task, weights if len(weights) > 1 else weights[0], gallery, out, kind=kind, fusion=fusion,
-                     tta=tta, device=device)
+                     tta=tta, device=device, skip_bad=skip_bad)
     console.print(f"wrote index {path}")
 
 
@@ -194,9 +197,11 @@ def search(
     out: Optional[Path] = typer.Option(None, help="Write the ranking CSV query_id,gallery_ids."),
     category: Optional[str] = typer.Option(None, help="Search one category only; 'auto' = predicted."),
     device: str = typer.Option("auto"),
+    skip_bad: bool = typer.Option(False, "--skip-bad", help="Leave unreadable images out (counted, with a warning)."),
 ) -> None:
     """Rank the gallery for each query image."""
-    results = api.search(task, index_dir, query, top=top, out=out, category=category, device=device)
+    results = api.search(task, index_dir, query, top=top, out=out, category=category, device=device,
+                         skip_bad=skip_bad)
     if out is not None:
         console.print(f"wrote {out} ({len(results)} queries)")
         return

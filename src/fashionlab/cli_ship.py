@@ -21,12 +21,19 @@ def register(app: typer.Typer, console) -> None:
         batch_window_ms: float = typer.Option(5.0, "--batch-window-ms", help="How long a batch waits for more."),
         max_batch: int = typer.Option(32, "--max-batch"),
         max_upload_mb: float = typer.Option(10.0, "--max-upload-mb", help="Larger uploads get 413."),
-        timeout: float = typer.Option(10.0, help="Seconds before a request is answered 504."),
+        timeout: float = typer.Option(10.0, help="Seconds before a request is answered 504; a request whose "
+                                      "expected wait is longer gets 503 + Retry-After at once."),
+        max_queue: int = typer.Option(256, "--max-queue", help="Requests in flight; more get 429 + Retry-After."),
+        decode_workers: Optional[int] = typer.Option(None, "--decode-workers",
+                                                     help="Decoding threads (default: CPU cores, 2..8)."),
+        decode_megapixels: Optional[float] = typer.Option(
+            None, "--decode-megapixels", help="Pixels decoded at once, in millions (default: twice the pixel cap)."),
         device: str = typer.Option("cpu", help="cpu | cuda | cuda:N (ONNX files run on the CPU)."),
     ) -> None:
         """Serve models over HTTP: POST /predict/{task}, POST /search, GET /health; page at /, docs at /docs."""
         service = api.service(weights, index=index, max_upload_mb=max_upload_mb, batch_window_ms=batch_window_ms,
-                              max_batch=max_batch, timeout_s=timeout, micro_batching=batching, device=device)
+                              max_batch=max_batch, timeout_s=timeout, micro_batching=batching, device=device,
+                              max_queue=max_queue, decode_workers=decode_workers, decode_megapixels=decode_megapixels)
         import uvicorn
 
         tasks = ", ".join(service.state.serve.adapters) or "search only"

@@ -65,10 +65,14 @@ def resize_mask(mask: np.ndarray, height: int, width: int) -> np.ndarray:
 
 
 def read_mask(path: Path) -> np.ndarray:
-    mask = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
-    if mask is None:
-        raise FashionlabError(f"{path}: cannot decode garment mask (expected a grayscale PNG, white = garment)")
-    return mask > 127
+    """White = garment; decoded by the image policy (EXIF orientation, 16-bit, pixel cap) like the photo."""
+    try:
+        mask = load_rgb(path)
+    except FashionlabError as err:
+        why = str(err).removeprefix(f"{path}: ")
+        raise FashionlabError(f"{path}: cannot decode garment mask (expected a grayscale PNG, white = garment; "
+                              f"{why})") from None
+    return mask.mean(axis=2) > 127
 
 
 def recolour_pixels(image: np.ndarray, mask: np.ndarray, hue_deg: float, sat: float) -> np.ndarray:

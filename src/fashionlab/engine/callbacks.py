@@ -12,6 +12,7 @@ import torch
 from lightning.pytorch.callbacks import Callback, EarlyStopping, EMAWeightAveraging, ModelCheckpoint, WeightAveraging
 
 from ..config import RunConfig
+from .checkpoint_io import AtomicCheckpointIO
 from .hooks import FitHooks
 from .run_files import RunFiles
 
@@ -171,6 +172,7 @@ def build_trainer(cfg: RunConfig, files: RunFiles, epochs: int, device: str, cal
         strategy=strategy, sync_batchnorm=world > 1 and use_gpu and not cfg.freeze_bn, use_distributed_sampler=False,
         precision="16-mixed" if use_gpu and cfg.amp else "32-true", logger=loggers, callbacks=callbacks,
         max_time=timedelta(seconds=max(1.0, remaining_s)) if cfg.time_budget > 0 else None,
-        num_sanity_val_steps=0, enable_model_summary=False, log_every_n_steps=max(1, min(5, steps_per_epoch)), default_root_dir=str(files.run),
-        enable_progress_bar=False,  # one line per epoch instead (engine/fit.py)
+        num_sanity_val_steps=0, enable_model_summary=False, log_every_n_steps=max(1, min(5, steps_per_epoch)),
+        default_root_dir=str(files.run), enable_progress_bar=False,  # one line per epoch instead (engine/fit.py)
+        plugins=[AtomicCheckpointIO()],  # last.ckpt written beside itself and renamed (issue 18)
     )

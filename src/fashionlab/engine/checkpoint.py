@@ -8,7 +8,7 @@ from typing import Any
 import torch
 
 from ..errors import FashionlabError
-from ..io import atomic_open
+from ..io import atomic_open, load_torch
 from ..models.backbone import create_backbone
 from ..models.net import ClassifierNet
 from ..data.labelled import TaskMeta
@@ -47,12 +47,7 @@ def load_weights(path: str | Path, device: str = "cpu") -> LoadedModel:
         from .export import load_onnx
 
         return load_onnx(path, device)
-    if not path.is_file():
-        raise FashionlabError(f"{path}: weights file not found")
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - unreadable or unsafe file
-        raise FashionlabError(f"{path}: not a fashionlab weights file ({type(exc).__name__})") from None
+    payload = load_torch(path)
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise FashionlabError(f"{path}: not a fashionlab weights file (use RUN/weights/best.pt)")
     meta = TaskMeta.from_dict(payload["meta"])

@@ -32,6 +32,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from ..errors import FashionlabError
+from ..io import check_output, write_error
 from ..models.losses import activation
 from ..models.net import MASK_VALUE, ClassifierNet
 from ..data.labelled import TaskMeta
@@ -84,7 +85,7 @@ def export_onnx(weights: Path, out: Path, opset: int = 17, check: bool = True, a
     absolute differences of logits and probabilities are reported; above ``atol`` is an error.
     """
     onnx = _need("onnx")
-    weights, out = Path(weights), Path(out)
+    weights, out = Path(weights), check_output(Path(out))
     started = time.perf_counter()
     model = load_weights(weights, "cpu")
     wrapper = AllHeads(model.net).eval()
@@ -109,6 +110,11 @@ def export_onnx(weights: Path, out: Path, opset: int = 17, check: bool = True, a
         os.replace(tmp, out)
     except FashionlabError:
         raise
+    except OSError as exc:
+        failure = write_error(out, exc)
+        if failure is exc:
+            raise FashionlabError(f"{out}: ONNX export failed ({exc.strerror or exc})") from None
+        raise failure from None
     except Exception as exc:  # noqa: BLE001 - exporter failures become one line
         raise FashionlabError(f"{weights}: ONNX export failed ({type(exc).__name__}: {str(exc).splitlines()[0][:200]})") from None
     finally:

@@ -76,12 +76,9 @@ def probe_train_speed(net: torch.nn.Module, loader, loss_step: Callable[[torch.n
 
 def checkpoint_epochs(path: Path) -> int:
     """Fine-tune epochs finished in a Lightning checkpoint; a truncated or corrupt file is a one-line error."""
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-        return int(ckpt["epoch"]) + 1
-    except Exception as exc:  # noqa: BLE001 - any unreadable checkpoint
-        raise FashionlabError(f"{path}: unreadable checkpoint ({type(exc).__name__}); the run cannot resume from it: "
-                              "delete it to restart the run, or train into a new --out folder") from None
+    from .checkpoint_io import AtomicCheckpointIO
+
+    return int(AtomicCheckpointIO().load_checkpoint(path, map_location="cpu").get("epoch", -1)) + 1
 
 
 @torch.no_grad()

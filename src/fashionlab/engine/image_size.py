@@ -5,7 +5,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
+
+from ..data.images import image_size
+from ..errors import FashionlabError
 
 CANDIDATES = (96, 112, 128, 160, 192, 224)
 
@@ -17,9 +19,8 @@ def native_size(paths: Sequence[Path], sample: int = 64, seed: int = 0) -> int:
     sides = []
     for i in chosen:
         try:
-            with Image.open(paths[int(i)]) as img:
-                sides.append(max(img.size))
-        except OSError:
+            sides.append(max(image_size(paths[int(i)])))
+        except FashionlabError:  # a bad image is reported by check_images, not here
             continue
     return int(np.median(sides)) if sides else CANDIDATES[-1]
 

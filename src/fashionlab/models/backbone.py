@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from ..errors import FashionlabError
+from ..io import load_torch
 
 log = logging.getLogger(__name__)
 
@@ -73,9 +74,12 @@ def load_state_dict_file(path: Path) -> dict[str, torch.Tensor]:
 
             state = load_file(str(path))
         else:
-            state = torch.load(path, map_location="cpu", weights_only=True)
+            state = load_torch(path, "cannot read weights")
+    except FashionlabError:
+        raise
     except Exception as exc:  # noqa: BLE001 - any decoding failure is a user-file problem
-        raise FashionlabError(f"{path}: cannot read weights ({type(exc).__name__}: {exc})") from exc
+        first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
+        raise FashionlabError(f"{path}: cannot read weights ({type(exc).__name__}: {first})") from None
     for key in ("state_dict", "model", "backbone"):
         if isinstance(state, dict) and isinstance(state.get(key), dict):
             state = state[key]

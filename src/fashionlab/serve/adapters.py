@@ -69,12 +69,9 @@ def weights_format(path: Path) -> str:
     """The ``format`` a weights file declares (``.onnx`` files: the fashionlab ONNX format)."""
     if path.suffix.lower() == ".onnx":
         return ONNX_FORMAT
-    import torch
+    from ..io import load_torch
 
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except Exception as exc:  # noqa: BLE001 - unreadable or unsafe file
-        raise FashionlabError(f"{path}: not a fashionlab weights file ({type(exc).__name__})") from None
+    payload = load_torch(path, mmap=True)
     fmt = payload.get("format") if isinstance(payload, dict) else None
     if not isinstance(fmt, str):
         raise FashionlabError(f"{path}: not a fashionlab weights file (no format field; use RUN/weights/best.pt)")

@@ -4,8 +4,9 @@ Each request puts ``(item, future)`` on an asyncio queue. One worker task per mo
 item, waits up to ``window_ms`` for more (at most ``max_batch``), and runs the batch function in a
 thread executor, so the event loop keeps accepting requests while the model computes. Under load the
 queue fills while a batch runs, so batches grow with load and throughput with them; an idle server
-adds at most ``window_ms`` of latency. ``enabled=False`` runs every request alone (batch of one) on
-the same executor, for comparison and for debugging.
+adds at most ``window_ms`` of latency. A request answered 504 or whose client went away has its future
+cancelled, and its item is dropped before the model runs (``stats.dropped``). ``enabled=False`` runs
+every request alone (batch of one) on the same executor, for comparison and for debugging.
 """
 from __future__ import annotations
 
@@ -29,6 +30,7 @@ class BatchStats:
         self.largest = 0
         self.sizes: dict[int, int] = {}
         self.model_seconds = 0.0
+        self.dropped = 0  # items whose request was answered (504) or abandoned before the model ran
 
     def add(self, size: int, seconds: float) -> None:
         self.batches += 1
@@ -41,17 +43,17 @@ class BatchStats:
         return {"batches": self.batches, "requests": self.requests, "largest_batch": self.largest,
                 "mean_batch": round(self.requests / self.batches, 3) if self.batches else 0.0,
                 "batch_sizes": {str(k): v for k, v in sorted(self.sizes.items())},
-                "model_seconds": round(self.model_seconds, 3)}
+                "model_seconds": round(self.model_seconds, 3), "dropped": self.dropped}
 
 
 class MicroBatcher:
     """Queue + worker around ``fn(items) -> results`` (one result per item, same order)."""
 
     def __init__(self, fn: BatchFn, executor: Executor, window_ms: float = 5.0, max_batch: int = 32,
-                 enabled: bool = True) -> None:
+                 enabled: bool = True, on_batch: Callable[[int, float], None] | None = None) -> None:
         if max_batch < 1:
             raise ValueError("max_batch must be at least 1")
-        self.fn, self.executor = fn, executor
+        self.fn, self.executor, self.on_batch = fn, executor, on_batch
         self.window, self.max_batch, self.enabled = max(0.0, window_ms) / 1000.0, max_batch, enabled
         self.stats = BatchStats()
         self._queue: asyncio.Queue | None = None
@@ -87,7 +89,10 @@ class MicroBatcher:
     async def _run(self, loop: asyncio.AbstractEventLoop, items: list[Any]) -> list[Any]:
         started = time.perf_counter()
         results = await loop.run_in_executor(self.executor, self.fn, items)
-        self.stats.add(len(items), time.perf_counter() - started)
+        seconds = time.perf_counter() - started
+        self.stats.add(len(items), seconds)
+        if self.on_batch is not None:
+            self.on_batch(len(items), seconds)
         if len(results) != len(items):
             raise RuntimeError(f"batch function returned {len(results)} results for {len(items)} items")
         return results
@@ -114,7 +119,9 @@ class MicroBatcher:
     async def _work(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
-            batch = [(item, fut) for item, fut in await self._collect() if not fut.done()]  # drop timed-out ones
+            collected = await self._collect()
+            batch = [(item, fut) for item, fut in collected if not fut.done()]  # drop answered/abandoned ones
+            self.stats.dropped += len(collected) - len(batch)
             if not batch:
                 continue
             try:

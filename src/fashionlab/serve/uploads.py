@@ -2,9 +2,10 @@
 
 Accepted: ``multipart/form-data`` with a file field ``file``, or the raw image bytes with an
 ``image/*`` (or ``application/octet-stream``) content type. The body is counted while it streams in,
-so an oversized upload is refused (413) without being held in memory. The image is checked by
-decoding it with ``fashionlab.data.images.load_rgb`` (same conversions as training and prediction):
-a format PIL does not recognise is 415, a recognised but broken file (truncated JPEG) is 400.
+so an oversized upload is refused (413) without being held in memory. The image goes through the
+same policy as training and prediction (``fashionlab.data.images``: EXIF orientation, 16-bit and
+other modes, pixel cap): a format PIL does not recognise is 415, an image over the pixel cap or a
+decompression bomb is 413 (from the header, before decoding), a broken file (truncated JPEG) is 400.
 """
 from __future__ import annotations
 
@@ -12,15 +13,13 @@ import io
 from collections.abc import AsyncIterator
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
 from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.requests import Request
 
-from ..data.images import load_rgb
-from ..errors import FashionlabError
+from ..data.images import BadImage, load_rgb, open_image
 
 MULTIPART_SLACK = 64 * 1024  # form boundaries and part headers on top of the file itself
-MAX_PIXELS = 40_000_000  # ~ 6300 x 6300; a small PNG can decode to gigabytes (decompression bomb)
+STATUS = {"missing": 400, "format": 415, "too_large": 413, "broken": 400}  # BadImage.kind -> HTTP status
 ACCEPTED = "multipart/form-data with a 'file' field, or raw image bytes with an image/* content type"
 
 
@@ -81,7 +80,7 @@ async def read_upload(request: Request, max_bytes: int) -> tuple[bytes, str]:
 
 
 class _NamedBytes(io.BytesIO):
-    """Bytes that print as the upload's name, so ``load_rgb``'s messages name the file."""
+    """Bytes that print as the upload's name, so the image policy's messages name the file."""
 
     def __init__(self, data: bytes, name: str) -> None:
         super().__init__(data)
@@ -91,31 +90,42 @@ class _NamedBytes(io.BytesIO):
         return self._label
 
 
-def image_format(data: bytes, name: str = "upload", max_pixels: int = MAX_PIXELS) -> str:
-    """PIL's format name (JPEG, PNG, ...) from the header alone; 415 when it is not an image."""
+def _upload_error(err: BadImage) -> UploadError:
+    return UploadError(STATUS[err.kind], str(err))
+
+
+def probe(data: bytes, name: str = "upload", draft: int | None = None,
+          max_pixels: int | None = None) -> tuple[str, int]:
+    """(PIL format name, pixels the decode will hold) from the header alone; raises ``UploadError``
+    (415 not an image, 413 over the pixel cap or a decompression bomb, 400 broken)."""
     try:
-        with Image.open(io.BytesIO(data)) as img:
-            width, height = img.size
-            fmt = img.format or "unknown"
-    except UnidentifiedImageError:
-        raise UploadError(415, f"{name}: not an image format this server can read "
-                               "(send JPEG, PNG, BMP, WebP or TIFF)") from None
-    except Image.DecompressionBombError as exc:
-        raise UploadError(413, f"{name}: {exc}") from None
-    except (OSError, SyntaxError, ValueError) as exc:
-        raise UploadError(400, f"{name}: cannot decode image ({exc})") from None
-    if width * height > max_pixels:
-        raise UploadError(413, f"{name}: image of {width}x{height} pixels exceeds the {max_pixels:,}-pixel limit")
-    return fmt
+        img = open_image(_NamedBytes(data, name), max_pixels)
+    except BadImage as err:
+        raise _upload_error(err) from None
+    with img:
+        (width, height), fmt = img.size, img.format or "unknown"
+    scale = 1
+    if draft and fmt == "JPEG":  # DCT scaling decodes at 1/2, 1/4 or 1/8 while both sides stay >= draft
+        fit = min(width // draft, height // draft)
+        scale = next((s for s in (8, 4, 2) if fit >= s), 1)
+    return fmt, -(-width // scale) * -(-height // scale)
+
+
+def image_format(data: bytes, name: str = "upload", max_pixels: int | None = None) -> str:
+    """PIL's format name (JPEG, PNG, ...) from the header alone; 415 when it is not an image."""
+    return probe(data, name, None, max_pixels)[0]
+
+
+def decode_upload(data: bytes, name: str = "upload", draft: int | None = None) -> np.ndarray:
+    """The RGB uint8 array ``load_rgb`` gives for a file with these bytes; ``UploadError`` if it fails."""
+    try:
+        return load_rgb(_NamedBytes(data, name), draft=draft)
+    except BadImage as err:
+        raise _upload_error(err) from None
 
 
 def decode_image(data: bytes, name: str = "upload", draft: int | None = None,
-                 max_pixels: int = MAX_PIXELS) -> tuple[np.ndarray, str]:
-    """(RGB uint8 array, format) exactly as ``load_rgb`` would give for a file with these bytes."""
+                 max_pixels: int | None = None) -> tuple[np.ndarray, str]:
+    """(RGB uint8 array, format) exactly as ``load_rgb`` gives for a file with these bytes."""
     fmt = image_format(data, name, max_pixels)
-    try:
-        return load_rgb(_NamedBytes(data, name), draft=draft), fmt
-    except FashionlabError as err:
-        raise UploadError(400, str(err)) from None
-    except Image.DecompressionBombError as exc:
-        raise UploadError(413, f"{name}: {exc}") from None
+    return decode_upload(data, name, draft), fmt

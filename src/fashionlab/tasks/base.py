@@ -82,7 +82,7 @@ class Task:
                                   f"{', '.join(self.combine)}")
 
     def predict_files(self, weights: Path | list[Path], source: Path, out: Path, tta: str = "none", batch: int = 64,
-                      workers: int = 2, device: str = "auto", combine: str = "mean") -> Path:
+                      workers: int = 2, device: str = "auto", combine: str = "mean", skip_bad: bool = False) -> Path:
         """Predict ``source`` with one or several ``weights`` and write the task's prediction file ``out``."""
         raise NotImplementedError
 

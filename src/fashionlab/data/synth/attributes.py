@@ -28,7 +28,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from ...errors import FashionlabError
-from ...io import atomic_open, write_text
+from ...io import atomic_open, save_image, write_text
 
 ATTRIBUTE_TASKS: dict[str, list[str]] = {
     "skirt_length_labels": ["Invisible", "Short Length", "Knee Length", "Midi Length", "Ankle Length",
@@ -299,7 +299,7 @@ def synth_attributes(out: Path, n_per_task: int = 120, size: int = 96, tasks: Se
             rng = np.random.default_rng([seed, tid, i])
             img, _ = render_attribute(task, v, size, rng)
             rel = f"Images/{task}/{hashlib.md5(f'{seed}/{task}/{i}'.encode()).hexdigest()}.jpg"
-            img.save(out / rel, "JPEG", quality=90)
+            save_image(img, out / rel, "JPEG", quality=90)
             letters = ["n"] * k
             letters[v] = "y"
             near = _neighbours(v, k)

@@ -21,7 +21,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from ...errors import FashionlabError
-from ...io import atomic_open, write_text
+from ...io import atomic_open, save_image, write_text
 from .attributes import background, pick_colour, shade
 
 _POINT_NAMES = ["neckline_left", "neckline_right", "center_front", "shoulder_left", "shoulder_right",
@@ -166,7 +166,7 @@ def synth_keypoints(out: Path, n: int = 300, size: int = 128, seed: int = 0) -> 
         (out / "Images" / category).mkdir(parents=True, exist_ok=True)
         img, pts = render_keypoints(category, size, np.random.default_rng([seed, i, 3]))
         rel = f"Images/{category}/{hashlib.md5(f'keypoints/{seed}/{i}'.encode()).hexdigest()}.jpg"
-        img.save(out / rel, "JPEG", quality=90)
+        save_image(img, out / rel, "JPEG", quality=90)
         cells = [f"{pts[p][0]}_{pts[p][1]}_{pts[p][2]}" if p in pts else "-1_-1_-1" for p in _POINT_NAMES]
         rows.append(",".join([rel, category] + cells) + "\n")
     with atomic_open(out / "train.csv", "w", encoding="utf-8", newline="") as fh:

@@ -21,7 +21,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from ...errors import FashionlabError
-from ...io import atomic_open, write_text
+from ...io import atomic_open, save_image, write_text
 from .attributes import background, pick_colour
 
 CATEGORIES = ["top", "trousers", "skirt", "shoes", "bag"]
@@ -170,7 +170,7 @@ def synth_retrieval(out: Path, n_items: int = 60, shop_per_item: int = 2, consum
             for j in range(count):
                 rng = np.random.default_rng([seed, i, j, int(domain == "shop")])
                 rel = f"{domain}/{hashlib.md5(f'retrieval/{seed}/{i}/{domain}/{j}'.encode()).hexdigest()[:16]}.jpg"
-                shot(art, size, rng).save(out / "images" / rel, "JPEG", quality=90)
+                save_image(shot(art, size, rng), out / "images" / rel, "JPEG", quality=90)
                 rows.append(f"{rel},{item_id},{domain},{item['category']}\n")
                 if domain == "shop":
                     shop_ids.append(rel)

@@ -27,7 +27,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from ...errors import FashionlabError
-from ...io import atomic_open, write_text
+from ...io import atomic_open, save_image, write_text
 from .attributes import background, pick_colour, shade
 
 STYLE_LABELS = ["casual", "formal", "sporty", "floral", "striped", "plaid", "dotted", "denim", "bright", "dark",
@@ -178,7 +178,7 @@ def synth_styles(out: Path, n: int = 600, size: int = 96, seed: int = 0) -> Path
         rng = np.random.default_rng([seed, i, 5])
         labels = sample_labels(rng)
         name = f"{hashlib.md5(f'styles/{seed}/{i}'.encode()).hexdigest()[:16]}.jpg"
-        render_style(labels, size, rng).save(out / "images" / name, "JPEG", quality=90)
+        save_image(render_style(labels, size, rng), out / "images" / name, "JPEG", quality=90)
         for lab in labels:
             counts[lab] += 1
         rows.append(",".join([name] + ["1" if lab in labels else "0" for lab in STYLE_LABELS]) + "\n")

@@ -145,6 +145,15 @@ def read_label_csv(path: str | Path, known_tasks: dict[str, int] | None = None) 
     return pd.DataFrame([r[1:] for r in rows], columns=["path", "task", "label"])
 
 
+def task_lines(path: str | Path) -> dict[str, tuple[int, int]]:
+    """{task: (rows, first line)} of a ``label.csv``, in order of first appearance."""
+    found: dict[str, tuple[int, int]] = {}
+    for row in _label_rows(Path(path)):
+        count, first = found.get(row.task, (0, row.line))
+        found[row.task] = (count + 1, first)
+    return found
+
+
 def _pred_rows(path: Path) -> list[_PredRow]:
     rows: list[_PredRow] = []
     seen: dict[tuple[str, str], int] = {}
@@ -164,6 +173,8 @@ def _pred_rows(path: Path) -> list[_PredRow]:
                 value = float("nan")
             if not np.isfinite(value):
                 raise FashionlabError(f"{where}: probability '{cell}' is not a number")
+            if not 0.0 <= value <= 1.0:
+                raise FashionlabError(f"{where}: value '{cell}' is not a probability in [0, 1]")
             values.append(value)
         if (rel, task) in seen:
             raise FashionlabError(f"{where}: duplicate row for path '{rel}' task '{task}' (first on line "

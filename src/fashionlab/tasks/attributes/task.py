@@ -6,6 +6,8 @@ counts a prediction that lands on an 'm'.
 """
 from __future__ import annotations
 
+import difflib
+import logging
 import re
 from pathlib import Path
 from typing import Any
@@ -20,11 +22,50 @@ from ...errors import FashionlabError
 from ...io import atomic_open
 from ..classifier.task import ClassifierTask
 from .config import AttributesConfig
-from .metric import attributes_map, read_label_csv
+from .metric import attributes_map, read_label_csv, task_lines
 from .submission import write_submission
 
+log = logging.getLogger(__name__)
+MIN_TASK_IMAGES = 2  # fewer rows cannot train a head worth having: almost always a typo in label.csv
 LABEL_FILE = Path("Annotations") / "label.csv"
 QUESTION_FILES = (Path("Tests") / "question.csv", Path("question.csv"))
+
+
+def declared_tasks(root: Path | None) -> set[str]:
+    """Tasks named by ``<task> letter order: ...`` lines of a CLASSES.md beside the data."""
+    if root is None or not (root / "CLASSES.md").is_file():
+        return set()
+    lines = (root / "CLASSES.md").read_text(encoding="utf-8").splitlines()
+    return {m.group(1) for m in (re.match(r"^(\S+) letter order:", line.strip()) for line in lines) if m}
+
+
+def check_task_names(csv: Path, root: Path, allowed: list[str] | None) -> None:
+    """Catch a task-name typo before it trains an extra head.
+
+    A task with fewer than ``MIN_TASK_IMAGES`` rows is an error naming it and its first line. A task
+    that is neither a FashionAI task, nor declared in CLASSES.md beside the data, nor listed in the
+    ``tasks:`` allow-list is a warning with the rows per task (and the closest known name).
+    """
+    from ...data.synth.attributes import ATTRIBUTE_TASKS
+
+    found = task_lines(csv)
+    if allowed:
+        found = {t: v for t, v in found.items() if t in allowed}
+    known = set(ATTRIBUTE_TASKS) | declared_tasks(root) | set(allowed or [])
+    for task, (count, line) in found.items():
+        if count < MIN_TASK_IMAGES:
+            close = difflib.get_close_matches(task, sorted((known | set(found)) - {task}), n=1)
+            hint = f"; did you mean '{close[0]}'?" if close else ""
+            raise FashionlabError(f"{csv} line {line}: task '{task}' has {count} image(s) (at least "
+                                  f"{MIN_TASK_IMAGES} are needed to train its head){hint}")
+    unknown = [t for t in found if t not in known]
+    if unknown:
+        counts = ", ".join(f"{t} {n}" for t, (n, _) in sorted(found.items()))
+        close = {t: difflib.get_close_matches(t, sorted(known), n=1) for t in unknown}
+        hints = "; ".join(f"'{t}' (line {found[t][1]}) is not a FashionAI task nor declared in CLASSES.md"
+                          + (f", did you mean '{close[t][0]}'?" if close[t] else "") for t in unknown)
+        log.warning("%s: %s. Rows per task: %s. Declare it in CLASSES.md or pass tasks: [...] to train only "
+                    "the tasks you mean.", csv, hints, counts)
 
 
 def value_names(task: str, n_values: int, root: Path | None = None) -> list[str]:
@@ -71,7 +112,9 @@ class AttributesTask(ClassifierTask):
         """``multitask: false`` trains one model per task in RUN/<task>/ (predict/submit accept RUN)."""
         if cfg.multitask or resume:
             return super().fit(cfg, resume)
-        tasks = cfg.tasks or sorted(read_label_csv(resolve_label_file(Path(cfg.data))[0])["task"].unique())
+        csv, root = resolve_label_file(Path(cfg.data))
+        check_task_names(csv, root, cfg.tasks)
+        tasks = cfg.tasks or sorted(read_label_csv(csv)["task"].unique())
         budget = cfg.time_budget / len(tasks)
         return [ClassifierTask.fit(self, cfg.model_copy(update={
             "tasks": [t], "out": str(Path(cfg.out) / t), "time_budget": budget, "multitask": True})) for t in tasks]
@@ -93,6 +136,7 @@ class AttributesTask(ClassifierTask):
             if unknown:
                 raise FashionlabError(f"{csv}: tasks {unknown} not in the labels ({sorted(frame['task'].unique())})")
             frame = frame[frame["task"].isin(cfg.tasks)].reset_index(drop=True)
+        check_task_names(csv, root, cfg.tasks)
         tasks = sorted(frame["task"].unique())
         sizes = {t: len(frame.loc[frame["task"] == t, "label"].iloc[0]) for t in tasks}
         meta = TaskMeta(tasks, [value_names(t, sizes[t], root) for t in tasks])
@@ -100,7 +144,12 @@ class AttributesTask(ClassifierTask):
         if cfg.val_data:
             v_csv, v_root = resolve_label_file(Path(cfg.val_data))
             known = {t: sizes[t] for t in tasks}
-            val_frame = read_label_csv(v_csv, known_tasks=known)
+            val_frame = read_label_csv(v_csv, known_tasks=None if cfg.tasks else known)
+            if cfg.tasks:  # the allow-list applies to validation too; then the widths must agree
+                val_frame = val_frame[val_frame["task"].isin(cfg.tasks)].reset_index(drop=True)
+                for task, label in zip(val_frame["task"], val_frame["label"]):
+                    if len(label) != sizes[task]:
+                        raise FashionlabError(f"{v_csv}: task '{task}' has {len(label)} values, {sizes[task]} in {csv}")
             return full, self._labelled(val_frame, v_root, meta, cfg.maybe_weight), meta
         strata = [f"{t}:{lab.find('y')}" for t, lab in zip(frame["task"], frame["label"])]
         train_idx, val_idx = self.split(cfg, strata)

@@ -34,7 +34,7 @@ def combine_probs(per_model: list[np.ndarray], how: str) -> np.ndarray:
 
 
 def predict_classifier(task, weights: Path | list[Path], source: Path, out: Path, tta: str, batch: int,
-                       workers: int, device: str, combine: str = "mean") -> Path:
+                       workers: int, device: str, combine: str = "mean", skip_bad: bool = False) -> Path:
     device = resolve_device(device)
     files = [f for w in (weights if isinstance(weights, list) else [weights]) for f in weights_files(w)]
     models = [load_weights(w, device) for w in files]
@@ -43,7 +43,9 @@ def predict_classifier(task, weights: Path | list[Path], source: Path, out: Path
             raise FashionlabError(f"{w}: weights are for task '{m.task}', not '{task.name}'")
     meta = merge_meta([m.meta for m in models], weights)
     data = task.load_source(source, meta)
-    data = data.subset(check_images(data.paths, skip_bad=False))
+    data = data.subset(check_images(data.paths, skip_bad))
+    if not len(data):
+        raise FashionlabError(f"{source}: no readable image to predict")
     if task.multilabel and combine != "mean":
         raise FashionlabError(f"combine '{combine}' is for single-label tasks; multi-label models are averaged")
     per_row: list[list[np.ndarray]] = [[] for _ in range(len(data))]

@@ -65,10 +65,10 @@ class ClassifierTask(Task):
 
     # -- shared verbs ----------------------------------------------------------------------------
     def predict_files(self, weights: Path | list[Path], source: Path, out: Path, tta: str = "none", batch: int = 64,
-                      workers: int = 2, device: str = "auto", combine: str = "mean") -> Path:
+                      workers: int = 2, device: str = "auto", combine: str = "mean", skip_bad: bool = False) -> Path:
         from .predict import predict_classifier
 
-        return predict_classifier(self, weights, source, out, tta, batch, workers, device, combine)
+        return predict_classifier(self, weights, source, out, tta, batch, workers, device, combine, skip_bad)
 
     def gather_folds(self, cfg: RunConfig, results: list[TrainResult]) -> dict[str, Any]:
         run = Path(cfg.out)

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 
 from ...errors import FashionlabError
-from .cost import mean_cost, resolve_cost_matrix
+from .cost import mean_cost, read_cost_csv, resolve_cost_matrix
 from .metric import classification_report
 
 
@@ -34,7 +34,14 @@ def evaluate_classify_files(pred: Path, truth: Path, cost_path: Path | None = No
     if absent.any():
         row = int(np.argmax(absent.values))
         raise FashionlabError(f"{truth} line {row + 2}: image '{merged['image'].iloc[row]}' has no prediction in {pred}")
-    classes = sorted(set(t["label"]) | set(p["label"]))
+    known = set(t["label"]) | (set(read_cost_csv(cost_path)[0]) if cost_path is not None else set())
+    unknown = p["image"].isin(set(t["image"])) & ~p["label"].isin(known)
+    if unknown.any():
+        row = int(np.argmax(unknown.values))
+        raise FashionlabError(f"{pred} line {row + 2}: label '{p['label'].iloc[row]}' of image '{p['image'].iloc[row]}' "
+                              f"is not a class of the truth ({', '.join(sorted(known)[:10])}"
+                              f"{', ...' if len(known) > 10 else ''})")
+    classes = sorted(set(t["label"]) | set(merged["label_pred"]))
     index = {c: i for i, c in enumerate(classes)}
     report = classification_report(merged["label"].map(index).to_numpy(), merged["label_pred"].map(index).to_numpy(),
                                    classes)

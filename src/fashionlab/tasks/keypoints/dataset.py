@@ -14,10 +14,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 
-from ...data.images import list_images, load_rgb
+from ...data.images import BadImage, check_images, list_images, load_rgb
+from ...data.images import image_size as upright_size
 from ...errors import FashionlabError, at
 from ...io import atomic_open
 from .augment import KeypointAugment, box_around, inside_image, resize_with_points
@@ -59,14 +59,14 @@ class KeypointRecords:
 
 
 def image_size(path: Path, where: str) -> tuple[int, int]:
-    """(W, H) from the image header; a missing or unreadable image names the CSV line."""
+    """(W, H) as displayed (EXIF orientation applied: coordinates are read in the upright image), from
+    the header; a missing, unreadable or oversized image names the CSV line."""
     try:
-        with Image.open(path) as img:
-            return img.size
-    except FileNotFoundError:
-        raise FashionlabError(f"{where}: image file not found: {path}") from None
-    except (UnidentifiedImageError, OSError) as exc:
-        raise FashionlabError(f"{where}: cannot read image {path} ({exc})") from None
+        return upright_size(path)
+    except BadImage as err:
+        if err.kind == "missing":
+            raise FashionlabError(f"{where}: image file not found: {path}") from None
+        raise FashionlabError(f"{where}: {err}") from None
 
 
 def _sizes(paths: list[Path], wheres: list[str], skip_bad: bool) -> tuple[np.ndarray, list[int]]:
@@ -132,15 +132,17 @@ def _category_of(rel: Path, where: str) -> str:
                           f"<category>/ folders ({', '.join(CATEGORIES)}) or pass a CSV with image_id,image_category")
 
 
-def read_source(source: Path) -> KeypointRecords:
+def read_source(source: Path, skip_bad: bool = False) -> KeypointRecords:
     """Images to predict: an annotated CSV, a test CSV (``image_id,image_category``), a folder whose images
-    sit under ``<category>/`` folders, or one such image. Image ids are paths relative to the CSV/folder."""
+    sit under ``<category>/`` folders, or one such image. Image ids are paths relative to the CSV/folder.
+    ``skip_bad``: rows whose image is missing or unreadable are left out (counted, with a warning)."""
     source = Path(source)
     if source.is_file() and source.suffix.lower() == ".csv":
         with open(source, encoding="utf-8-sig", newline="") as handle:
             header = [c.strip() for c in next(csv.reader(handle), [])]
         if len(header) > 2:
-            return read_records(source)
+            records = read_records(source, skip_bad=skip_bad)
+            return records.subset(check_images(records.paths, skip_bad))
         if header[:2] != ["image_id", "image_category"]:
             raise FashionlabError(f"{at(source, 1)}: expected the header image_id,image_category; got {header}")
         ids, cats, lines = [], [], []
@@ -173,10 +175,17 @@ def read_source(source: Path) -> KeypointRecords:
     if not ids:
         raise FashionlabError(f"{source}: no images found")
     paths = [root / i for i in ids]
-    sizes, _ = _sizes(paths, wheres, skip_bad=False)
+    sizes, good = _sizes(paths, wheres, skip_bad)
+    decodes = check_images([paths[i] for i in good], skip_bad)  # a sound header, broken pixels
+    sizes, good = sizes[decodes], [good[i] for i in decodes]
+    if not good:
+        raise FashionlabError(f"{source}: no readable image to predict")
     n = len(ids)
-    return KeypointRecords(paths, ids, cats, np.zeros((n, N_POINTS, 2)), np.full((n, N_POINTS), -1, np.int64),
-                           sizes, str(source), lines)
+    records = KeypointRecords(paths, ids, cats, np.zeros((n, N_POINTS, 2)), np.full((n, N_POINTS), -1, np.int64),
+                              np.zeros((n, 2), np.int64), str(source), lines)
+    records = records.subset(good)
+    records.sizes = sizes
+    return records
 
 
 def write_truth_csv(path: Path, records: KeypointRecords) -> Path:

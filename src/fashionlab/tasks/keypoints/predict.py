@@ -86,15 +86,16 @@ def as_prediction_set(records: KeypointRecords, coords: np.ndarray) -> KeypointS
 
 
 def predict_keypoint_files(weights: Path | list[Path], source: Path, out: Path, tta: str = "none", batch: int = 64,
-                           workers: int = 2, device: str = "auto") -> Path:
+                           workers: int = 2, device: str = "auto", skip_bad: bool = False) -> Path:
     """``fashionlab predict keypoints``: one model, several, or folders of runs (per-category models;
-    models covering the same category are averaged). Writes the 24-column FashionAI submission CSV."""
+    models covering the same category are averaged). Writes the 24-column FashionAI submission CSV;
+    ``skip_bad`` leaves unreadable images out of it."""
     if tta not in TTA_MODES:
         raise FashionlabError(f"--tta '{tta}': keypoints supports {' | '.join(TTA_MODES)}")
     device = resolve_device(device)
     entries = weights if isinstance(weights, (list, tuple)) else [weights]
     models = [load_keypoints(w, device) for entry in entries for w in weights_files(entry)]
-    records = read_source(source)
+    records = read_source(source, skip_bad)
     total = np.zeros((len(records), 24, 2))
     count = np.zeros(len(records))
     for model in models:

@@ -66,10 +66,11 @@ class KeypointsTask(Task):
         return {"oof_images": len(records), **scores}
 
     def predict_files(self, weights: Path | list[Path], source: Path, out: Path, tta: str = "none", batch: int = 64,
-                      workers: int = 2, device: str = "auto", combine: str = "mean") -> Path:
+                      workers: int = 2, device: str = "auto", combine: str = "mean",
+                      skip_bad: bool = False) -> Path:
         from .predict import predict_keypoint_files
 
-        return predict_keypoint_files(weights, source, out, tta, batch, workers, device)
+        return predict_keypoint_files(weights, source, out, tta, batch, workers, device, skip_bad)
 
 
 __all__ = ["KeypointsConfig", "KeypointsTask"]

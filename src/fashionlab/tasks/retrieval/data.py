@@ -8,6 +8,7 @@ RANKS/MATCHES files. ``domain`` is ``shop`` (gallery) or ``consumer`` (query).
 from __future__ import annotations
 
 import csv
+import logging
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,9 +16,10 @@ from pathlib import Path
 import numpy as np
 from torch.utils.data import Sampler
 
-from ...data.images import IMAGE_EXTENSIONS, list_images
+from ...data.images import IMAGE_EXTENSIONS, check_images, list_images
 from ...errors import FashionlabError, at
 
+log = logging.getLogger(__name__)
 DOMAINS = ("shop", "consumer")
 
 
@@ -55,7 +57,8 @@ def images_root(csv_path: Path, root: str | Path | None = None) -> Path:
     return csv_path.parent / "images" if (csv_path.parent / "images").is_dir() else csv_path.parent
 
 
-def read_items(path: Path, root: str | Path | None = None, need: tuple[str, ...] = ("item_id", "domain")) -> ItemTable:
+def read_items(path: Path, root: str | Path | None = None, need: tuple[str, ...] = ("item_id", "domain"),
+               skip_bad: bool = False) -> ItemTable:
     """Read an items CSV, naming the file and line of any problem; every image must exist."""
     base = images_root(path, root)
     try:
@@ -68,6 +71,7 @@ def read_items(path: Path, root: str | Path | None = None, need: tuple[str, ...]
                                       "expected image,item_id,domain[,category]")
             col = {name: header.index(name) for name in ("image", "item_id", "domain", "category") if name in header}
             table = ItemTable([], [])
+            missing_rows: list[str] = []
             for row in reader:
                 if not any(c.strip() for c in row):
                     continue
@@ -84,7 +88,11 @@ def read_items(path: Path, root: str | Path | None = None, need: tuple[str, ...]
                     raise FashionlabError(f"{at(path, line)}: empty item_id")
                 image = base / cell["image"]
                 if not image.is_file():
-                    raise FashionlabError(f"{at(path, line)}: image '{cell['image']}' not found under {base}")
+                    message = f"{at(path, line)}: image '{cell['image']}' not found under {base}"
+                    if not skip_bad:
+                        raise FashionlabError(f"{message} (use --skip-bad to skip missing images)")
+                    missing_rows.append(message)
+                    continue
                 table.ids.append(cell["image"])
                 table.paths.append(image)
                 table.items.append(cell.get("item_id", ""))
@@ -94,12 +102,22 @@ def read_items(path: Path, root: str | Path | None = None, need: tuple[str, ...]
         raise FashionlabError(f"{path}: not UTF-8 text ({exc.reason})") from None
     except csv.Error as exc:
         raise FashionlabError(f"{path}: cannot parse CSV ({exc})") from None
+    if missing_rows:
+        log.warning("skipped %d row(s) whose image is missing, first: %s", len(missing_rows), missing_rows[0])
     if not len(table):
         raise FashionlabError(f"{path}: no data rows after the header")
     return table
 
 
-def read_images(source: Path, role: str, root: str | Path | None = None) -> ItemTable:
+def readable(table: ItemTable, skip_bad: bool) -> ItemTable:
+    """The rows whose image decodes: a bad image is a one-line error, or with ``skip_bad`` left out."""
+    good = check_images(table.paths, skip_bad)
+    if not good:
+        raise FashionlabError(f"no readable image among {len(table)} ({table.paths[0]} first)")
+    return table if len(good) == len(table) else table.subset(good)
+
+
+def read_images(source: Path, role: str, root: str | Path | None = None, skip_bad: bool = False) -> ItemTable:
     """Gallery (``role='gallery'``: shop rows) or queries (``'query'``: consumer rows) from a CSV, a folder
     (id = path relative to it) or one image file (id = its name). A CSV without a domain column gives all rows."""
     source = Path(source)
@@ -115,7 +133,7 @@ def read_images(source: Path, role: str, root: str | Path | None = None) -> Item
         return ItemTable([source.name], [source], [""], [""], [""])
     if source.suffix.lower() != ".csv":
         raise FashionlabError(f"{source}: expected an image, a folder of images or an items CSV")
-    table = read_items(source, root, need=())
+    table = read_items(source, root, need=(), skip_bad=skip_bad)
     if any(table.domains):
         table = table.where("shop" if role == "gallery" else "consumer")
         if not len(table):

@@ -76,11 +76,11 @@ class RetrievalHooks(FitHooks):
     def load_data(self) -> None:
         """Train/val tables: ``val_data`` if given, else whole items held out (or a fold of items)."""
         cfg = self.cfg
-        table = read_items(Path(cfg.data), cfg.root or None)
+        table = read_items(Path(cfg.data), cfg.root or None, skip_bad=cfg.skip_bad)
         if cfg.folds > 1:
             train, val = fold_by_item(table, cfg.folds, cfg.fold, cfg.data_seed)
         elif cfg.val_data:
-            train, val = table, read_items(Path(cfg.val_data), cfg.root or None)
+            train, val = table, read_items(Path(cfg.val_data), cfg.root or None, skip_bad=cfg.skip_bad)
         else:
             train, val = split_by_item(table, cfg.val_fraction, cfg.data_seed)
         train = train.subset(check_images(train.paths, cfg.skip_bad))

@@ -26,7 +26,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from ...errors import FashionlabError
-from ...io import atomic_open
+from ...io import atomic_open, load_torch
 from .features import FeatureMap, last_stage_model
 
 FORMAT = "fashionlab-retrieval-1"
@@ -146,12 +146,7 @@ def save_retrieval(path: Path, net: RetrievalNet, spec: dict[str, Any], mean, st
 
 def load_retrieval_payload(path: Path) -> tuple[RetrievalNet, dict[str, Any]]:
     """Rebuild the network from a best.pt written by ``save_retrieval`` (never unpickles code)."""
-    if not path.is_file():
-        raise FashionlabError(f"{path}: weights file not found")
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - unreadable or unsafe file
-        raise FashionlabError(f"{path}: not a fashionlab weights file ({type(exc).__name__})") from None
+    payload = load_torch(path)
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         task = payload.get("task") if isinstance(payload, dict) else None
         hint = f" (it holds a '{task}' model)" if task else ""

@@ -23,8 +23,8 @@ import numpy as np
 
 from ...engine.devices import resolve_device
 from ...errors import FashionlabError
-from ...io import atomic_open, write_json
-from .data import read_images
+from ...io import atomic_open, check_output, write_json
+from .data import read_images, readable
 from .embed import embed_fused, embed_paths, load_models, model_id, write_ranks
 
 log = logging.getLogger(__name__)
@@ -67,14 +67,17 @@ def _make_index(kind: str, vectors: np.ndarray, nlist: int | None, hnsw_m: int, 
 def build_index(weights: Path | Sequence[Path], gallery: Path, out: Path, kind: str = "flat", batch: int = 64,
                 workers: int = 2, device: str = "auto", tta: str = "flip", fusion: str = "concat",
                 root: str | Path | None = None, nlist: int | None = None, hnsw_m: int = 32,
-                ef_construction: int = 80, ef_search: int = 128, nprobe: int | None = None) -> Path:
+                ef_construction: int = 80, ef_search: int = 128, nprobe: int | None = None,
+                skip_bad: bool = False) -> Path:
     """Embed the gallery (shop rows of an items CSV, or every image of a folder) and write the index
-    folder ``out``; ``weights`` may be several (fused by ``fusion``). Returns ``out``."""
+    folder ``out``; ``weights`` may be several (fused by ``fusion``). Returns ``out``.
+    ``skip_bad``: missing/unreadable gallery images are left out of the index (with a warning)."""
     if kind not in KINDS:
         raise FashionlabError(f"index kind '{kind}': expected one of {', '.join(KINDS)}")
+    check_output(Path(out), folder=True)
     device = resolve_device(device)
     models = load_models(weights, device)
-    table = read_images(Path(gallery), "gallery", root)
+    table = readable(read_images(Path(gallery), "gallery", root, skip_bad), skip_bad)
     vectors = embed_fused(models, table.paths, tta, fusion, batch, workers, device)
     index, params = _make_index(kind, vectors, nlist, hnsw_m, ef_construction)
     if kind == "hnsw":
@@ -100,18 +103,39 @@ def build_index(weights: Path | Sequence[Path], gallery: Path, out: Path, kind: 
 
 
 def read_index(index: Path) -> tuple[Any, dict[str, Any], list[str], list[str]]:
-    """(faiss index, meta, gallery ids, gallery categories), checked against each other."""
+    """(faiss index, meta, gallery ids, gallery categories), checked against each other; a missing,
+    damaged or inconsistent file is one line naming it."""
     index = Path(index)
     if not (index / "meta.json").is_file() or not (index / "index.faiss").is_file():
         raise FashionlabError(f"{index}: not a retrieval index folder (needs meta.json and index.faiss; "
                               "build one with build_index / fashionlab index retrieval)")
-    meta = json.loads((index / "meta.json").read_text(encoding="utf-8"))
-    if meta.get("format") != INDEX_FORMAT:
-        raise FashionlabError(f"{index}/meta.json: format '{meta.get('format')}'; expected {INDEX_FORMAT}")
+    try:
+        meta = json.loads((index / "meta.json").read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise FashionlabError(f"{index / 'meta.json'}: damaged ({exc}); rebuild the index") from None
+    if not isinstance(meta, dict) or meta.get("format") != INDEX_FORMAT:
+        found = meta.get("format") if isinstance(meta, dict) else None
+        raise FashionlabError(f"{index}/meta.json: format '{found}'; expected {INDEX_FORMAT}")
+    missing = [k for k in ("dim", "count", "kind", "fusion", "model_id", "weights", "tta") if k not in meta]
+    if missing:
+        raise FashionlabError(f"{index / 'meta.json'}: lacks {', '.join(missing)}; rebuild the index")
     faiss = _faiss()
-    loaded = faiss.deserialize_index(np.fromfile(index / "index.faiss", dtype=np.uint8))
-    with open(index / "gallery.csv", encoding="utf-8", newline="") as handle:
-        rows = list(csv.DictReader(handle))
+    try:
+        loaded = faiss.deserialize_index(np.fromfile(index / "index.faiss", dtype=np.uint8))
+    except Exception as exc:  # noqa: BLE001 - FAISS raises RuntimeError with a C++ trace for damaged files
+        first = str(exc).strip().splitlines()[0][:120] if str(exc).strip() else type(exc).__name__
+        raise FashionlabError(f"{index / 'index.faiss'}: damaged or not a FAISS index ({first}); rebuild the "
+                              "index with fashionlab index retrieval") from None
+    table = index / "gallery.csv"
+    if not table.is_file():
+        raise FashionlabError(f"{table}: missing (the ids of the indexed images); rebuild the index")
+    try:
+        with open(table, encoding="utf-8", newline="") as handle:
+            rows = list(csv.DictReader(handle))
+    except (UnicodeDecodeError, csv.Error) as exc:
+        raise FashionlabError(f"{table}: damaged ({exc}); rebuild the index") from None
+    if rows and not {"id", "category"} <= set(rows[0]):
+        raise FashionlabError(f"{table}: header must hold id,category,path; rebuild the index")
     if loaded.d != meta["dim"] or loaded.ntotal != len(rows) or len(rows) != meta["count"]:
         raise FashionlabError(f"{index}: index.faiss ({loaded.ntotal} x {loaded.d}), gallery.csv ({len(rows)} rows) "
                               f"and meta.json ({meta['count']} x {meta['dim']}) disagree; rebuild the index")
@@ -182,7 +206,7 @@ class Searcher:
 def search(index: Path, query: Path, top: int = 10, out: Path | None = None, weights: Path | None = None,
            category: str | None = None, batch: int = 64, workers: int = 2, device: str = "auto",
            root: str | Path | None = None, nprobe: int | None = None,
-           ef_search: int | None = None) -> list[Result]:
+           ef_search: int | None = None, skip_bad: bool = False) -> list[Result]:
     """Rank the gallery of ``index`` for each query image (an image, a folder or an items CSV: its
     consumer rows). Returns ``[(query_id, [gallery ids], [scores])]``, best first; with ``out`` also
     writes the RANKS CSV. ``weights`` (default: the index's own) must be the model the index was built
@@ -190,8 +214,10 @@ def search(index: Path, query: Path, top: int = 10, out: Path | None = None, wei
     model's category head predicts for each query."""
     if top < 1:
         raise FashionlabError(f"top must be at least 1, got {top}")
+    if out is not None:
+        check_output(Path(out))
     searcher = Searcher(Path(index), weights, device)
-    table = read_images(Path(query), "query", root)
+    table = readable(read_images(Path(query), "query", root, skip_bad), skip_bad)
     results = searcher.search_paths(table.paths, table.ids, top, category, batch, workers, nprobe, ef_search)
     if out is not None:
         write_ranks(Path(out), results)

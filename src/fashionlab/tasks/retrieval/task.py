@@ -64,12 +64,14 @@ class RetrievalTask(Task):
         return {"oof_queries": len(ranked), **map_at_k({q: r for q, r, _ in ranked}, matches, k=10)}
 
     def predict_files(self, weights: Path | list[Path], source: Path, out: Path, tta: str = "none", batch: int = 64,
-                      workers: int = 2, device: str = "auto", combine: str = "concat") -> Path:
+                      workers: int = 2, device: str = "auto", combine: str = "concat",
+                      skip_bad: bool = False) -> Path:
         """Rank the shop images of the items CSV ``source`` for each of its consumer images; write RANKS.
 
-        ``weights``: best.pt files, run folders, or folders of runs (their embeddings concatenated).
+        ``weights``: best.pt files, run folders, or folders of runs (their embeddings concatenated);
+        ``skip_bad``: missing/unreadable images are left out (counted, with a warning).
         """
-        from .data import read_images
+        from .data import read_images, readable
         from .embed import embed_fused, load_models, rank_exact, write_ranks
 
         if Path(source).suffix.lower() != ".csv":
@@ -77,8 +79,8 @@ class RetrievalTask(Task):
                                   "a folder of queries build an index and use search")
         device = resolve_device(device)
         models = load_models(weights, device)
-        gallery = read_images(Path(source), "gallery")
-        queries = read_images(Path(source), "query")
+        gallery = readable(read_images(Path(source), "gallery", skip_bad=skip_bad), skip_bad)
+        queries = readable(read_images(Path(source), "query", skip_bad=skip_bad), skip_bad)
         if not any(gallery.domains):
             raise FashionlabError(f"{source}: no domain column; predict ranks its consumer rows against its shop rows")
         g = embed_fused(models, gallery.paths, tta, "concat", batch, workers, device)

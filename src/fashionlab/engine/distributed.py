@@ -22,6 +22,7 @@ from torch.utils.data import Dataset, DistributedSampler
 
 from ..config import RunConfig
 from ..errors import FashionlabError
+from ..io import atomic_open
 
 log = logging.getLogger(__name__)
 
@@ -62,10 +63,9 @@ def write_handoff(run: Path, net: torch.nn.Module, imgsz: int, epochs: int, plan
     """Rank 0, right before fit: what the other ranks need to start fit exactly where rank 0 is."""
     session = os.environ.setdefault(SESSION_ENV, uuid.uuid4().hex)
     path = handoff_path(run)
-    tmp = path.with_suffix(".tmp")
-    torch.save({"session": session, "created": time.time(), "imgsz": imgsz, "epochs": epochs, "plan": plan,
-                "state_dict": net.state_dict()}, tmp)
-    tmp.replace(path)  # atomic: a waiting rank never reads half a file
+    with atomic_open(path, "wb") as handle:  # a waiting rank never reads half a file; ENOSPC is one line
+        torch.save({"session": session, "created": time.time(), "imgsz": imgsz, "epochs": epochs, "plan": plan,
+                    "state_dict": net.state_dict()}, handle)
 
 
 def read_handoff(run: Path, timeout_s: float = HANDOFF_TIMEOUT_S) -> dict[str, Any]:

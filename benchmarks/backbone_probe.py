@@ -17,7 +17,7 @@ import time
 import numpy as np
 import torch
 
-from fashionlab.config import load_config
+from fashionlab import api
 from fashionlab.data.images import ImageDataset
 from fashionlab.data.transforms import eval_transform
 from fashionlab.engine.callbacks import unfreeze_last
@@ -37,7 +37,7 @@ def pooled_features(model: torch.nn.Module, paths: list, size: int, mean, std, b
 def probe(data: str, layouts: list[str], size: int) -> None:
     from sklearn.linear_model import LogisticRegression
 
-    cfg = load_config(None, task="classify", data=data, split_seed=0)
+    cfg = api.config("classify", data=data, split_seed=0)
     train, val, _ = get_task("classify").load_train(cfg)
     y_train, y_val = np.asarray(train.targets).reshape(len(train), -1), np.asarray(val.targets).reshape(len(val), -1)
     y_train, y_val = (y.argmax(1) if y.shape[1] > 1 else y[:, 0] for y in (y_train, y_val))

@@ -103,7 +103,7 @@ def benchmark(name: str, data: Path, out: Path, budget: float, quick: bool) -> d
         data = (_subset_attributes(data, out / "subset", 60) if task == "attributes"
                 else _subset_classify(data, out / "subset", 30))
     run_dir = out / "fashionlab"
-    cmd = fashionlab("train", task, "--data", str(data), "--out", str(run_dir), "--time-budget", str(budget),
+    cmd = fashionlab("train", task, "--exist-ok", "--data", str(data), "--out", str(run_dir), "--time-budget", str(budget),
                      "--set", "split_seed=0")
     ran = run(cmd, log=out / "fashionlab.log")
     imgsz = int(yaml.safe_load((run_dir / "config.yaml").read_text())["imgsz"])

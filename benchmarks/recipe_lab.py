@@ -49,7 +49,7 @@ from splits import attributes_split, classify_split
 
 from fashionlab.data.memory import BatchAugment, decode_images, normalise, resize_batch
 from fashionlab.models.backbone import create_backbone
-from fashionlab.models.partial import MapAugment, TailClassifier, cache_maps, split_backbone
+from fashionlab.models.partial import TailClassifier, TailRecipe, cache_maps, fit_tail, predict_tail, split_backbone
 from fashionlab.tasks.attributes.metric import attributes_map
 
 REPO = Path(__file__).resolve().parents[1]
@@ -349,46 +349,21 @@ def run_partial(data: Data, cfg: dict[str, Any], cal: dict[str, float]) -> tuple
     steps = max(1, int((budget - spent) / cost(f"tail{at}", size, cal) / batch))
     net = TailClassifier(split.tail, split.num_features, data.width, float(cfg.get("drop", 0.2)))
     net = net.to(memory_format=torch.channels_last)
-    optimizer = torch.optim.AdamW(net.parameters(), lr=float(cfg.get("lr", 1e-3)), weight_decay=float(cfg.get("wd", 0.01)))
-    emas = _emas(cfg, net)
-    augment = MapAugment(crop=crop if train_size > size else None, hflip=0.5)
-    n, pos, order = len(maps), 0, torch.randperm(len(maps), generator=gen).numpy()
-    net.train()
-    for step in range(steps):
-        if pos + batch > n:
-            order, pos = torch.randperm(n, generator=gen).numpy(), 0
-        index = order[pos:pos + batch]
-        pos += batch
-        x = augment(maps[index], gen)
-        if flip == "map":
-            mirror = torch.rand(len(x), generator=gen) < 0.5
-            x[mirror] = x[mirror].flip(-1)
-        for g in optimizer.param_groups:
-            g["lr"] = lr_at(step, steps, float(cfg.get("lr", 1e-3)), cfg.get("schedule", "cosine"),
-                            float(cfg.get("warmup", 0.05)))
-        loss = sliced_loss(net(x), data.train, index, float(cfg.get("smoothing", 0.1)))
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        for ema in emas.values():
-            ema.update(net)
+    decay = float(str(cfg.get("ema", "0.99")).split("/")[0])
+    recipe = TailRecipe(steps=steps, batch=batch, lr=float(cfg.get("lr", 1e-3)), weight_decay=float(cfg.get("wd", 0.01)),
+                        warmup=float(cfg.get("warmup", 0.05)), smoothing=float(cfg.get("smoothing", 0.1)), ema=decay,
+                        crop=crop if train_size > size else None, mirror_maps=flip == "map")
+    fitted = fit_tail(net, maps, data.train.target, data.train.lo, data.train.hi, recipe, gen)
+    n = len(maps)
     cpu_train = time.process_time() - cpu0
     test_images = decode_images(data.test.paths, size)
     test_maps = cache_maps(split.stem, test_images, backbone.mean, backbone.std, size, flip=True, runtime=runtime,
                            threads=torch.get_num_threads())
     scores: dict[str, Any] = {}
     probs: dict[str, list] = {}
-    for name, model in (("raw", net), *((k, e.model) for k, e in emas.items())):
-        model.eval()
-        with torch.no_grad():
-            plain, mirrored = [], []
-            for start in range(0, len(test_maps), 64):
-                index = np.arange(start, min(start + 64, len(test_maps)))
-                chunk = test_maps[start:start + 64]
-                plain += sliced_probs(model(chunk[:, 0].float()), data.test, index)
-                mirrored += sliced_probs(model(chunk[:, 1].float()), data.test, index)
-        probs[f"{name}@{size}"] = plain
-        probs[f"{name}@{size}+flip"] = [(p + q) / 2 for p, q in zip(plain, mirrored)]
+    for name, model in (("raw", net), *(((f"ema{decay:g}", fitted),) if fitted is not net else ())):
+        probs[f"{name}@{size}"] = predict_tail(model, test_maps[:, 0], data.test.lo, data.test.hi)
+        probs[f"{name}@{size}+flip"] = predict_tail(model, test_maps, data.test.lo, data.test.hi)
         for key in (f"{name}@{size}", f"{name}@{size}+flip"):
             scores[key] = score(data, probs[key])
     record = {"epochs": round(steps * batch / n, 2), "steps": steps, "n_train": n, "cpu_s": round(cpu_train, 1),

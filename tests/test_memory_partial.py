@@ -9,7 +9,8 @@ from PIL import Image
 
 from fashionlab.data.memory import BatchAugment, decode_images, normalise, resize_batch
 from fashionlab.errors import FashionlabError
-from fashionlab.models.partial import MapAugment, TailClassifier, cache_maps, centre, split_backbone
+from fashionlab.models.partial import (MapAugment, TailClassifier, TailRecipe, cache_maps, centre, fit_tail,
+                                      predict_tail, sliced_cross_entropy, split_backbone)
 
 
 def _photos(tmp_path, n=3, size=(40, 30)):
@@ -123,3 +124,49 @@ def test_tail_classifier_trains_on_cached_maps(lite0):
         opt.step()
         losses.append(loss.item())
     assert net(maps).shape == (4, 3) and losses[-1] < losses[0]
+
+
+def test_sliced_cross_entropy_ignores_other_tasks_columns():
+    logits = torch.zeros(2, 5)
+    logits[0, 2:] = 50.0  # row 0 belongs to the task of columns 0-1: these must not count
+    target, lo, hi = torch.tensor([1, 4]), torch.tensor([0, 2]), torch.tensor([2, 5])
+    loss = sliced_cross_entropy(logits, target, lo, hi)
+    assert loss.item() == pytest.approx((np.log(2) + np.log(3)) / 2, rel=1e-5)
+
+
+def test_tail_recipe_warms_up_then_decays_to_zero():
+    recipe = TailRecipe(steps=100, lr=1e-3, warmup=0.1)
+    assert recipe.lr_at(0) == pytest.approx(1e-4) and recipe.lr_at(9) == pytest.approx(1e-3)
+    assert recipe.lr_at(55) < 1e-3 and recipe.lr_at(99) < 1e-5
+
+
+def test_fit_tail_learns_a_separable_two_task_problem(lite0):
+    torch.manual_seed(0)
+    gen = torch.Generator().manual_seed(0)
+    split = split_backbone(lite0, 5)
+    n = 48
+    lo = np.where(np.arange(n) % 2 == 0, 0, 2)
+    hi = np.where(np.arange(n) % 2 == 0, 2, 5)  # task 0 (columns 0-1) for even rows, task 1 (2-4) for odd
+    cls = np.random.default_rng(0).integers(0, 2, n)
+    target = lo + cls
+    maps = torch.randn(n, 2, 112, 4, 4) * 0.1
+    maps[:, :, :8] += torch.as_tensor(cls * 2.0 - 1.0, dtype=torch.float32).view(n, 1, 1, 1, 1)
+    net = TailClassifier(split.tail, split.num_features, 5, drop=0.0)
+    model = fit_tail(net, maps.half(), target, lo, hi, TailRecipe(steps=60, batch=16, lr=3e-3, ema=0.0), gen)
+    probs = predict_tail(model, maps.half(), lo, hi)
+    assert [len(p) for p in probs[:2]] == [2, 3] and all(abs(p.sum() - 1) < 1e-5 for p in probs)
+    accuracy = np.mean([int(np.argmax(p)) == c for p, c in zip(probs, cls)])
+    assert accuracy >= 0.9
+    with pytest.raises(ValueError, match="length"):
+        fit_tail(net, maps, target[:-1], lo, hi, TailRecipe(steps=1))
+
+
+def test_predict_tail_averages_views_and_the_ema_copy_is_returned(lite0):
+    split = split_backbone(lite0, 5)
+    net = TailClassifier(split.tail, split.num_features, 3).eval()
+    maps = torch.randn(4, 112, 4, 4)
+    one = predict_tail(net, maps, [0] * 4, [3] * 4)
+    two = predict_tail(net, torch.stack([maps, maps], 1), [0] * 4, [3] * 4)
+    assert all(np.allclose(a, b, atol=1e-6) for a, b in zip(one, two))
+    ema_model = fit_tail(net, maps, [0, 1, 2, 0], [0] * 4, [3] * 4, TailRecipe(steps=2, batch=4, ema=0.9))
+    assert ema_model is not net and not ema_model.training

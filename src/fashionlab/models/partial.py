@@ -9,17 +9,26 @@ the tail is about a third of the network's multiply-adds — a step at 224 px co
 fine-tuning step costs at 112-128 px, with the detail of 224 px photos.
 
 ``MapAugment`` augments cached maps: a random crop (the maps of a slightly larger photo cropped to the
-training map size) and the mirrored view chosen at random.
+training map size) and the mirrored view chosen at random. ``fit_tail`` trains a ``TailClassifier`` on
+cached maps (AdamW, warm-up then cosine, label smoothing, an EMA of the weights) and ``predict_tail``
+averages the views it is given (the mirrored one: flip TTA for free).
+
+Tasks are slices of one output vector: row i's logits are ``[lo[i], hi[i])`` and its target an index
+into the whole vector (classification: one slice for every row; FashionAI attributes: one per task).
 """
 from __future__ import annotations
 
+import math
 import os
 import tempfile
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import torch
+import torch.nn.functional as F
+from timm.utils import ModelEmaV2
 from torch import nn
 
 from ..data.memory import normalise, resize_batch
@@ -147,3 +156,86 @@ class TailClassifier(nn.Module):
 
     def forward(self, maps: torch.Tensor) -> torch.Tensor:
         return self.fc(self.drop(self.tail(maps.contiguous(memory_format=torch.channels_last))))
+
+
+def sliced_cross_entropy(logits: torch.Tensor, target: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor,
+                         smoothing: float = 0.0) -> torch.Tensor:
+    """Mean cross-entropy of each row over its own slice ``[lo, hi)`` of the outputs."""
+    total = logits.new_zeros(())
+    for a, b in sorted(set(zip(lo.tolist(), hi.tolist()))):
+        rows = ((lo == a) & (hi == b)).nonzero(as_tuple=True)[0]
+        total = total + F.cross_entropy(logits[rows, a:b], target[rows] - a, label_smoothing=smoothing,
+                                        reduction="sum")
+    return total / len(target)
+
+
+@dataclass
+class TailRecipe:
+    """How ``fit_tail`` trains; the defaults are the recipe lab's (benchmarks/recipe_lab.py)."""
+
+    steps: int
+    batch: int = 32
+    lr: float = 1e-3
+    weight_decay: float = 0.01
+    warmup: float = 0.05  # share of the steps with a linear warm-up; then cosine to zero
+    smoothing: float = 0.1
+    ema: float = 0.99  # decay per step of the weights' moving average; 0 = off
+    crop: int | None = None  # MapAugment's crop (maps cached from a larger photo)
+    mirror_maps: bool = False  # no cached mirrored view: flip the maps themselves (an approximation)
+
+    def lr_at(self, step: int) -> float:
+        warm = int(self.steps * self.warmup)
+        if step < warm:
+            return self.lr * (step + 1) / warm
+        return self.lr * 0.5 * (1 + math.cos(math.pi * (step - warm) / max(1, self.steps - warm)))
+
+
+def fit_tail(net: TailClassifier, maps: torch.Tensor, target: Sequence[int], lo: Sequence[int], hi: Sequence[int],
+             recipe: TailRecipe, generator: torch.Generator | None = None) -> nn.Module:
+    """Train ``net`` on cached ``maps`` ([N, C, h, w], or [N, 2, C, h, w] with mirrored views) for
+    ``recipe.steps`` batches; returns the model to predict with (the EMA copy when ``recipe.ema``)."""
+    n = len(maps)
+    if not (len(target) == len(lo) == len(hi) == n):
+        raise ValueError("maps, target, lo and hi differ in length")
+    target_t, lo_t, hi_t = (torch.as_tensor(np.asarray(v), dtype=torch.long) for v in (target, lo, hi))
+    batch = min(recipe.batch, n)
+    optimizer = torch.optim.AdamW(net.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay)
+    ema = ModelEmaV2(net, decay=recipe.ema) if recipe.ema > 0 else None
+    augment = MapAugment(crop=recipe.crop)
+    order, pos = torch.randperm(n, generator=generator), 0
+    net.train()
+    for step in range(recipe.steps):
+        if pos + batch > n:
+            order, pos = torch.randperm(n, generator=generator), 0
+        index = order[pos:pos + batch]
+        pos += batch
+        x = augment(maps[index], generator)
+        if recipe.mirror_maps:
+            mirror = torch.rand(len(x), generator=generator) < 0.5
+            x[mirror] = x[mirror].flip(-1)
+        for group in optimizer.param_groups:
+            group["lr"] = recipe.lr_at(step)
+        loss = sliced_cross_entropy(net(x), target_t[index], lo_t[index], hi_t[index], recipe.smoothing)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        if ema is not None:
+            ema.update(net)
+    net.eval()
+    return ema.module.eval() if ema is not None else net
+
+
+@torch.no_grad()
+def predict_tail(net: nn.Module, maps: torch.Tensor, lo: Sequence[int], hi: Sequence[int], crop: int | None = None,
+                 batch: int = 64) -> list[np.ndarray]:
+    """Softmax over each row's slice; with mirrored views ([N, 2, C, h, w]) the views' probabilities are
+    averaged (flip TTA). ``crop``: evaluate the centre crop (maps cached larger than the training crop)."""
+    net.eval()
+    views = [maps] if maps.dim() == 4 else [maps[:, v] for v in range(maps.shape[1])]
+    out: list[np.ndarray] = []
+    for start in range(0, len(maps), batch):
+        probs = [net(centre(v[start:start + batch], crop)) for v in views]
+        for j in range(probs[0].shape[0]):
+            a, b = int(lo[start + j]), int(hi[start + j])
+            out.append(torch.stack([p[j, a:b].softmax(0) for p in probs]).mean(0).numpy())
+    return out

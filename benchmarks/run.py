@@ -1,12 +1,16 @@
-"""The benchmark suite: real-photo accuracy vs a plain timm+torch loop, speed, memory and scaling.
+"""The benchmark suite: real-photo accuracy (fashionlab vs a plain loop vs a frozen probe), speed, memory, scaling.
 
-    python benchmarks/run.py            # the full suite (~1 h on 2 CPU cores) -> benchmarks/results.md + .json
-    python benchmarks/run.py --quick    # small subsets and 30 s budgets (< 10 min; CI runs it)
-    python benchmarks/run.py --sections accuracy --datasets trashnet   # one part; other sections' results are kept
+    python benchmarks/run.py            # the full suite (hours on 2 CPU cores) -> benchmarks/results.md + .json
+    python benchmarks/run.py --quick    # small subsets, 30 s budgets, one seed (a few minutes; CI runs it)
+    python benchmarks/run.py --sections accuracy --datasets trashnet --resume   # one part; resumes stored runs
+    python benchmarks/run.py --readme   # also rewrite README.md's generated blocks from results.json
 
-Real photos come from ``--data-root`` (default ../shared/data): trashnet-112, clothing-256 and
-clothing-attributes. Missing datasets are skipped with a note; speed/memory/scaling fall back to
-generated photos when TrashNet is absent. Every figure is stored with the command that made it.
+Accuracy: for each real set, three rows on the same held-out photos and budget — fashionlab's default
+command, the plain loop of issue 16 at its best size, a frozen-feature probe at 224 px — each the mean ±
+sd of 3 seeds (bench/accuracy.py). Real photos come from ``--data-root`` (default ../shared/data):
+trashnet-112, clothing-256 and clothing-attributes. Missing datasets are skipped with a note;
+speed/memory/scaling fall back to generated photos when TrashNet is absent. Every figure is stored with
+the command that made it.
 """
 from __future__ import annotations
 
@@ -23,10 +27,10 @@ from bench.common import REPO, commit, machine
 from bench.render import render
 
 SECTIONS = ("accuracy", "speed", "memory", "scaling")
-FULL = {"budget": 480.0, "throughput_images": 640, "throughput_imgsz": 112, "decode_files": 300, "decode_imgsz": 128,
+FULL = {"budget": 480.0, "seeds": "0,1,2", "throughput_images": 640, "throughput_imgsz": 112, "decode_files": 300, "decode_imgsz": 128,
         "infer_images": 320, "infer_imgsz": 224, "cache_images": 1000, "cache_imgsz": 160, "memory_counts": (1000, 10000),
         "scaling_counts": [250, 500, 1000], "scaling_sizes": [96, 128, 160], "scaling_base": (250, 112)}
-QUICK = {"budget": 30.0, "throughput_images": 96, "throughput_imgsz": 64, "decode_files": 60, "decode_imgsz": 128,
+QUICK = {"budget": 30.0, "seeds": "0", "throughput_images": 96, "throughput_imgsz": 64, "decode_files": 60, "decode_imgsz": 128,
          "infer_images": 32, "infer_imgsz": 112, "cache_images": 96, "cache_imgsz": 96, "memory_counts": (200, 2000),
          "scaling_counts": [32, 64, 128], "scaling_sizes": [48, 64, 96], "scaling_base": (64, 64)}
 
@@ -44,17 +48,33 @@ def _photos(data_root: Path, work: Path) -> Path:
 def accuracy(args, params, work: Path, results: dict[str, Any], save) -> None:
     from bench.accuracy import DATASETS, benchmark
 
-    rows = {r["dataset"]: r for r in results.get("accuracy", {}).get("rows", [])}
+    previous = results.get("accuracy", {})
+    rows = {r["dataset"]: r for r in previous.get("rows", []) if previous.get("quick") == args.quick}
+    all_runs: dict[str, list] = previous.get("runs", {}) if previous.get("quick") == args.quick else {}
     notes = []
+    seeds = [int(s) for s in (args.seeds or params["seeds"]).split(",")]
+    sizes = tuple(int(s) for s in args.plain_sizes.split(",")) if args.plain_sizes else None
     for name in args.datasets.split(","):
-        folder = args.data_root / DATASETS[name][1]
+        if name not in DATASETS:
+            raise SystemExit(f"unknown dataset '{name}' (datasets: {', '.join(DATASETS)})")
+        folder = args.data_root / DATASETS[name].folder
         if not folder.is_dir():
             notes.append(f"{name}: {folder} not found, skipped")
             continue
-        rows[name] = benchmark(name, folder, work / "accuracy" / name, params["budget"], args.quick)
-        results["accuracy"] = {"rows": list(rows.values()), "notes": notes, "quick": args.quick}
-        save()
-    results["accuracy"] = {"rows": list(rows.values()), "notes": notes, "quick": args.quick}
+        if not args.resume:
+            all_runs[name] = []
+        runs = all_runs.setdefault(name, [])
+
+        def save_partial() -> None:
+            results["accuracy"] = {"rows": list(rows.values()), "runs": all_runs, "notes": notes, "quick": args.quick}
+            save()
+
+        rows[name] = benchmark(name, folder, work / "accuracy", params["budget"], seeds, args.quick, runs,
+                               save_partial, tuple(args.rows.split(",")), sizes)
+        save_partial()
+    m = results["meta"]["machine"]
+    results["accuracy"] = {"rows": list(rows.values()), "runs": all_runs, "notes": notes, "quick": args.quick,
+                           "machine": f"{m['cpu']}, {m['cores']} cores, GPU: {m['gpu']}, torch {m['torch']}"}
 
 
 def speed(args, params, work: Path, results: dict[str, Any], save) -> None:
@@ -84,8 +104,9 @@ def memory(args, params, work: Path, results: dict[str, Any], save) -> None:
     from bench.memory import predict_memory
 
     results["memory"] = {"predict": predict_memory(work / "memory", params["memory_counts"])}
-    train_rows = [{"dataset": r["dataset"], "peak_rss_mib": r.get("fashionlab_peak_rss_mib")}
-                  for r in results.get("accuracy", {}).get("rows", []) if r.get("fashionlab_peak_rss_mib")]
+    train_rows = [{"dataset": name, "peak_rss_mib": max(r["peak_rss_mib"] for r in runs if r["row"] == "fashionlab")}
+                  for name, runs in results.get("accuracy", {}).get("runs", {}).items()
+                  if any(r["row"] == "fashionlab" for r in runs)]
     results["memory"]["train"] = train_rows
     save()
 
@@ -112,13 +133,28 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks",
                         help="where results.md/.json go (quick: results_quick.*)")
     parser.add_argument("--work", type=Path, default=None, help="run folders (default: a temporary folder)")
-    parser.add_argument("--readme", action="store_true", help="also copy the tables into README.md's Results block")
+    parser.add_argument("--readme", action="store_true",
+                        help="also rewrite README.md's generated blocks (accuracy, and the other sections)")
+    parser.add_argument("--seeds", default=None, help="accuracy: comma-separated seeds (default 0,1,2; quick: 0)")
+    parser.add_argument("--rows", default="fashionlab,plain,probe", help="accuracy: which rows to run")
+    parser.add_argument("--plain-sizes", default=None,
+                        help="accuracy: the plain loop's sizes (default per dataset: 112,160 or 112,128,160; quick: 112)")
+    parser.add_argument("--resume", action="store_true",
+                        help="accuracy: keep the stored runs of these datasets (same budget) and run only the missing ones")
+    parser.add_argument("--render-only", action="store_true",
+                        help="run nothing: rewrite results.md (and with --readme the README) from results.json")
     args = parser.parse_args()
     params = QUICK if args.quick else FULL
     args.out.mkdir(parents=True, exist_ok=True)
     stem = "results_quick" if args.quick else "results"
     json_path, md_path = args.out / f"{stem}.json", args.out / f"{stem}.md"
     results: dict[str, Any] = json.loads(json_path.read_text()) if json_path.is_file() else {}
+    if args.render_only:
+        md_path.write_text(render(results))
+        if args.readme:
+            update_readme(REPO / "README.md", results)
+        print(f"wrote {md_path}" + (" and README.md" if args.readme else ""))
+        return
     results["meta"] = {"machine": machine(), "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
                        "commit": commit(), "quick": args.quick,
                        "command": shlex.join([Path(sys.executable).name, *sys.argv])}
@@ -139,19 +175,27 @@ def main() -> None:
             results[section]["measured"] = {"date": results["meta"]["date"], "commit": results["meta"]["commit"]}
     save()
     if args.readme:
-        update_readme(REPO / "README.md", render(results))
+        update_readme(REPO / "README.md", results)
     print(f"wrote {md_path} and {json_path}")
 
 
-def update_readme(readme: Path, markdown: str) -> None:
-    """Replace the block between the benchmark markers in the README with the rendered tables."""
-    start, end = "<!-- benchmarks:start -->", "<!-- benchmarks:end -->"
+def update_readme(readme: Path, results: dict[str, Any]) -> None:
+    """Rewrite the README's generated blocks: the accuracy table and prose, and the other sections."""
+    from bench.render import accuracy_lines, render
+
     text = readme.read_text()
-    if start not in text or end not in text:
-        raise SystemExit(f"{readme}: no '{start}' ... '{end}' block to fill")
-    body = markdown.split("\n", 1)[1].replace("\n## ", "\n#### ").replace("\n### ", "\n##### ").replace("](scaling", "](benchmarks/scaling")
-    head, rest = text.split(start, 1)
-    readme.write_text(head + start + "\n" + body.strip() + "\n" + end + rest.split(end, 1)[1])
+    blocks = {("<!-- accuracy:begin -->", "<!-- accuracy:end -->"):
+              "\n".join(accuracy_lines(results["accuracy"])[2:]) if "accuracy" in results else
+              "_Not measured yet: `python benchmarks/run.py --sections accuracy --readme`._",
+              ("<!-- benchmarks:start -->", "<!-- benchmarks:end -->"):
+              render({k: v for k, v in results.items() if k != "accuracy"}).split("\n", 1)[1]}
+    for (start, end), markdown in blocks.items():
+        if start not in text or end not in text:
+            raise SystemExit(f"{readme}: no '{start}' ... '{end}' block to fill")
+        body = markdown.replace("\n## ", "\n#### ").replace("\n### ", "\n##### ").replace("](scaling", "](benchmarks/scaling")
+        head, rest = text.split(start, 1)
+        text = head + start + "\n" + body.strip() + "\n" + end + rest.split(end, 1)[1]
+    readme.write_text(text)
 
 
 if __name__ == "__main__":

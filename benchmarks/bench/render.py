@@ -15,34 +15,101 @@ def _header(meta: dict[str, Any]) -> list[str]:
             f"- date: {meta.get('date')}; commit: {meta.get('commit')}", f"- command: `{meta.get('command')}`", ""]
 
 
-def _accuracy(sec: dict[str, Any]) -> list[str]:
-    rows = []
-    for r in sec["rows"]:
-        metric = r["metric"]
-        tta = f"{r['fashionlab_tta_map']:.4f} map / {r['fashionlab_tta_accuracy']:.4f} acc" if "fashionlab_tta_map" in r else "—"
-        extra = (f" (acc {r['fashionlab_accuracy']:.4f} vs {r['plain_accuracy']:.4f})" if "fashionlab_accuracy" in r else "")
-        ours, plain = f"{r['fashionlab']:.4f}", f"{r['plain']:.4f}"
-        ours, plain = (f"**{ours}**", plain) if r["fashionlab"] >= r["plain"] else (ours, f"**{plain}**")
-        px = f"{r['imgsz']} / {r['test_imgsz']}" if "test_imgsz" in r else r["imgsz"]
-        rows.append([r["dataset"], r["split"], f"{r['train_images']} / {r['val_images']}", px, metric,
-                     ours + extra, f"{plain} ({r['plain_epochs']} ep)", tta, f"{r['fashionlab'] - r['plain']:+.4f}"])
-    out = ["## Real-photo accuracy (same backbone, weights, image size, split and budget)", "",
-           table(["data", "split", "train / val", "train / test px", "metric", "fashionlab default", "plain timm+torch loop",
-                  "fashionlab + 10-crop TTA", "Δ"], rows), ""]
-    out += [f"- `{r['command']}` (budget {r['budget_s']:.0f} s; took {r['fashionlab_seconds']} s)" for r in sec["rows"]]
-    out += [f"- TTA: `{r['tta_command']}`" for r in sec["rows"] if r.get("tta_command")]
-    out += ["- plain loop: `benchmarks/bench/plain.py` (`finetune_in_budget`), run by the same command "
-            "on fashionlab's own train/val split and training image size, tested at that size as a plain user would"]
-    out += [f"- the plain loop's model tested at fashionlab's test size instead ({r['test_imgsz']} px): "
-            f"{r['plain_at_test_imgsz']:.4f} ({r['dataset']})" for r in sec["rows"] if "plain_at_test_imgsz" in r]
+def _pm(summary: dict[str, Any] | None, signed: bool = False) -> str:
+    if not summary:
+        return "—"
+    mean = f"{summary['mean']:+.4f}" if signed else f"{summary['mean']:.4f}"
+    return mean + (f" ± {summary['sd']:.4f}" if summary.get("sd") is not None else "")
+
+
+def _sizes(values: list[Any]) -> str:
+    distinct = sorted({v for v in values if v is not None})
+    return "/".join(str(v) for v in distinct) if distinct else "?"
+
+
+def _verdicts(r: dict[str, Any]) -> list[tuple[str, bool]]:
+    """(what, met) for each of issue 16's conditions that the row's figures allow checking."""
+    ours = r.get("fashionlab")
+    if not ours:
+        return []
+    out = []
+    if r.get("target") is not None:
+        out.append((f"mean ≥ target {r['target']}", ours["mean"] >= r["target"]))
+    if r.get("delta_plain"):
+        d = r["delta_plain"]
+        out.append(("≥ plain loop + 0.02", d["mean"] >= 0.02))
+        if d.get("sd") is not None:
+            out.append(("margin over the plain loop larger than its sd", d["mean"] > d["sd"]))
+    if r.get("delta_probe"):
+        d = r["delta_probe"]
+        out.append(("≥ frozen probe", d["mean"] >= 0))
+        if d.get("sd") is not None:
+            out.append(("margin over the probe larger than its sd", d["mean"] > d["sd"]))
+    return out
+
+
+def accuracy_lines(sec: dict[str, Any]) -> list[str]:
+    """The accuracy table and its prose, generated from results.json alone (README block and results.md)."""
+    rows, prose = [], []
+    for r in sec.get("rows", []):
+        ours, plain, probe = r.get("fashionlab"), r.get("plain"), r.get("probe")
+        ours_cell = (f"{_pm(ours)} ({_sizes(ours['imgsz'])} / {_sizes(ours['test_imgsz'])} px)" if ours else "—")
+        plain_cell = (f"{_pm(plain)} ({plain['imgsz']} px, {_sizes(plain['epochs'])} ep)" if plain else "—")
+        probe_cell = (f"{_pm(probe)} ({_sizes([round(s) for s in probe['seconds']])} s)" if probe else "—")
+        verdicts = _verdicts(r)
+        met = "—" if r.get("target") is None else f"{r['target']}: " + ("met" if ours and ours["mean"] >= r["target"] else "not met")
+        rows.append([r["dataset"], f"{r.get('n_train', '?')} / {r.get('n_test', '?')}", r["metric"],
+                     ours_cell, plain_cell, probe_cell, _pm(r.get("delta_plain"), True),
+                     _pm(r.get("delta_probe"), True), met])
+        seeds = ", ".join(str(s) for s in r["seeds"])
+        text = [f"- **{r['dataset']}** ({r['protocol']}; {r.get('n_train', '?')} training / {r.get('n_test', '?')} "
+                f"test photos; seeds {seeds}; budget {r['budget_s']:.0f} s):"]
+        if ours:
+            text.append(f"fashionlab {_pm(ours)} (per seed {', '.join(f'{v:.4f}' for v in ours['values'])}).")
+        if plain:
+            others = "; ".join(f"{s} px {_pm(v)}" for s, v in plain["by_size"].items() if int(s) != plain["imgsz"])
+            text.append(f"Plain loop at its best size, {plain['imgsz']} px: {_pm(plain)}"
+                        + (f" (other sizes: {others})" if others else "") + ".")
+        if probe:
+            text.append(f"Frozen probe at 224 px: {_pm(probe)}.")
+        for base, label in (("plain", "plain loop"), ("probe", "probe")):
+            if r.get(f"delta_{base}"):
+                text.append(f"Δ vs the {label} {_pm(r[f'delta_{base}'], True)} (mean ± sd of the per-seed differences).")
+        if verdicts:
+            text.append("Conditions: " + "; ".join(f"{what}: {'yes' if ok else 'NO'}" for what, ok in verdicts) + ".")
+        prose.append(" ".join(text))
+    checked = [(r["dataset"], _verdicts(r)) for r in sec.get("rows", []) if _verdicts(r)]
+    wins = [name for name, v in checked if all(ok for _, ok in v)]
+    quick = sec.get("quick")
+    out = ["## Real-photo accuracy: fashionlab default vs a plain fine-tune loop vs a frozen probe", ""]
+    measured = sec.get("measured")
+    if measured:
+        out += [f"_Measured {measured['date']}, commit {measured['commit']}"
+                + (f"; {sec['machine']}" if sec.get("machine") else "") + "._", ""]
+    if quick:
+        out += ["_QUICK mode: tiny subsets, short budgets, one seed — a smoke run of the harness, not evidence._", ""]
+    out += [table(["data", "train / test photos", "metric", "fashionlab default (train / test px)",
+                   "plain loop (best size)", "frozen probe 224 px (s)", "Δ vs plain", "Δ vs probe", "target"], rows), ""]
+    out += ["Each cell: mean ± sd over the seeds (sd with ddof 1); Δ: mean ± sd of the per-seed differences "
+            "(each seed's rows share the same test photos).", ""]
+    out += prose
+    if checked:
+        out += ["", f"All of issue 16's conditions hold on {len(wins)} of {len(checked)} datasets"
+                + (f" ({', '.join(wins)})" if wins else "") + "."]
+    with_cmds = [r for r in sec.get("rows", []) if r.get("commands")]
+    if with_cmds:
+        out += ["", "Commands (the first seed's; the other seeds differ only in the seed and the split folder):", ""]
+        out += [f"- {r['dataset']}, {row}: " + " then ".join(f"`{c}`" for c in cmds)
+                for r in with_cmds for row, cmds in r["commands"].items()]
     out += [f"- {n}" for n in sec.get("notes", [])]
     return out + [""]
 
 
 def _speed(sec: dict[str, Any]) -> list[str]:
     t = sec["training"]
-    out = ["## Speed", "", "### Training images/s (steady-state epoch, same model, size, batch, workers, threads)", "",
-           table(["image size", "images", "plain timm+torch", "fashionlab", "ratio"],
+    plain = t.get("plain", "torchvision transforms on PIL images in 2 loader processes")
+    out = ["## Speed", "", f"### Training images/s (steady state, same model, size, batch, threads; plain loop: {plain})", "",
+           table(["image size", "images", "plain loop", "fashionlab", "ratio"],
                  [[t["imgsz"], t["images"], t["plain_images_per_s"], t["fashionlab_images_per_s"], f"{t['ratio']}×"]]),
            ""]
     p = sec["pipeline"]
@@ -91,7 +158,7 @@ def _scaling(sec: dict[str, Any]) -> list[str]:
 
 def render(results: dict[str, Any]) -> str:
     lines = _header(results.get("meta", {}))
-    for key, fn in (("accuracy", _accuracy), ("speed", _speed), ("memory", _memory), ("scaling", _scaling)):
+    for key, fn in (("accuracy", accuracy_lines), ("speed", _speed), ("memory", _memory), ("scaling", _scaling)):
         if key in results:
             section = fn(results[key])
             measured = results[key].get("measured")

@@ -228,3 +228,36 @@ def test_training_on_every_photo_keeps_the_last_averaged_weights(tmp_path: Path)
     with pytest.raises(FashionlabError, match="patience .* needs a validation set"):
         api.train("classify", data=str(data), out=str(tmp_path / "r2"), val_fraction=0.0, patience=2,
                   **options("classify"))
+
+
+@pytest.mark.parametrize("task", ["classify", "attributes", "styles"])
+def test_tail_stage_on_cached_maps(task: str, tmp_path: Path) -> None:
+    """The classification family's first stage: the backbone's last blocks + heads trained on cached maps
+    of the photos at tail_imgsz; best.pt is an ordinary classifier that predicts at that size."""
+    data, source = task_data(task, tmp_path / "data")
+    opts = {**options(task), "first_stage": "tail", "tail_from": 3, "tail_imgsz": 48, "tail_epochs": 3}
+    result = api.train(task, data=str(data), out=str(tmp_path / "run"), epochs=0, **opts)
+    history = pd.read_csv(result.run / "history.csv")
+    assert set(history["stage"]) == {"tail"} and len(history) >= 3
+    payload = torch.load(result.best, map_location="cpu", weights_only=True)
+    assert payload["extra"]["stage"] == "tail" and payload["imgsz"] == 48
+    import lightning.pytorch as pl
+
+    hooks = get_task(task).hooks(api.config(task, data=str(data), **opts))
+    pl.seed_everything(0, verbose=False)  # as fit seeds it: the same initial weights
+    hooks.load_data()
+    before = hooks.build_model().state_dict()
+    changed = [k for k, v in payload["state_dict"].items() if not torch.equal(v, before[k])]
+    assert changed and all(k.startswith(("backbone.blocks.3", "backbone.blocks.4", "backbone.conv_head",
+                                         "backbone.bn2", "head.")) for k in changed)  # the stem stayed frozen
+    assert api.predict(task, result.best, source, tmp_path / "p.csv", workers=0).is_file()
+
+
+def test_tail_stage_fits_the_time_budget(tmp_path: Path) -> None:
+    data, _ = task_data("classify", tmp_path / "data")
+    opts = {**options("classify"), "first_stage": "tail", "tail_from": 3, "tail_imgsz": 48}
+    result = api.train("classify", data=str(data), out=str(tmp_path / "run"), time_budget=25, **opts)
+    plan = json.loads((result.run / "plan.json").read_text())
+    assert plan["epochs"] == 0 and "whole time budget" in plan["reason"]
+    history = pd.read_csv(result.run / "history.csv")
+    assert (history["stage"] == "tail").all() and result.metrics["train_seconds"] < 25 + 10

@@ -156,6 +156,7 @@ def _train(hooks: FitHooks, net: torch.nn.Module, files: RunFiles, rank: int, ha
 
     best = {"metric": state.get("best_metric", -math.inf if higher else math.inf)}
     history: list[dict] = list(state.get("history", []))
+    stage_size: dict[str, int] = {}  # where a stage's weights predict, when not at imgsz
 
     def info(metric: float, stage: str, epoch: int) -> dict[str, Any]:
         return {"metric": hooks.metric, "value": None if math.isnan(metric) else metric, "lower_is_better": not higher,
@@ -166,7 +167,7 @@ def _train(hooks: FitHooks, net: torch.nn.Module, files: RunFiles, rank: int, ha
         if not better(metric, best["metric"]):
             return False
         best["metric"] = metric
-        size = cfg.imgsz if stage in ("head", "init") else hooks.eval_imgsz(cfg.imgsz)
+        size = stage_size.get(stage) or (cfg.imgsz if stage in ("head", "init") else hooks.eval_imgsz(cfg.imgsz))
         hooks.save_weights(files.best, net, size, info(metric, stage, epoch))
         return True
 
@@ -204,8 +205,10 @@ def _train(hooks: FitHooks, net: torch.nn.Module, files: RunFiles, rank: int, ha
     def n_train() -> int:
         return len(train_loader) * cfg.batch  # images per epoch per rank (P×K loaders define their own)
 
+    # a head stage that takes the whole budget by design leaves nothing to probe or plan
+    share = hooks.head_stage_share() if cfg.time_budget > 0 and not resuming and not handoff else 0.0
     train_s = 0.0
-    if cfg.time_budget > 0 and not resuming and not handoff:
+    if cfg.time_budget > 0 and not resuming and not handoff and share < 1:
         train_s = probe_train_speed(net, train_loader, hooks.loss_step, device, frozen_fraction=cfg.frozen_fraction)
         if auto_size:  # settle the size before the head stage's feature pass, which costs as much as it
             epoch_s = n_train() * train_s + n_val * train_s / 3
@@ -218,12 +221,15 @@ def _train(hooks: FitHooks, net: torch.nn.Module, files: RunFiles, rank: int, ha
                 cfg.imgsz = size
                 train_loader, val_loader = loaders()
     if not resuming and not rank and hooks.has_head_stage:
-        head = hooks.head_stage(net, cfg.imgsz, device)
+        allowed = (cfg.time_budget - (time.perf_counter() - started)) * share if share else None
+        head = hooks.head_stage(net, cfg.imgsz, device, allowed)
         if head is not None:
             history += head.history
             infer_s = head.infer_s_per_image
-            save_if_best(head.best_metric, "head", head.best_epoch)
-            log.info("head stage: best %s %.4f at epoch %d", hooks.metric, head.best_metric, head.best_epoch)
+            if head.imgsz:
+                stage_size[head.stage] = head.imgsz
+            save_if_best(head.best_metric, head.stage, head.best_epoch)
+            log.info("%s stage: best %s %.4f", head.stage, hooks.metric, head.best_metric)
 
     def infer_estimate(train_s: float, scale: float = 1.0) -> float:
         return (infer_s or train_s / 3) * scale * (hooks.eval_imgsz(cfg.imgsz) / cfg.imgsz) ** 2
@@ -232,6 +238,9 @@ def _train(hooks: FitHooks, net: torch.nn.Module, files: RunFiles, rank: int, ha
         epochs, plan = int(handoff["epochs"]), handoff["plan"]
     elif resuming:
         epochs, plan = int(state["epochs"]), state.get("plan")
+    elif share >= 1:
+        epochs, plan = 0, {"epochs": 0, "reason": "the first stage used the whole time budget"}
+        log.info("time budget %.0fs: spent on the %s stage", cfg.time_budget, history[-1]["stage"] if history else "first")
     elif cfg.time_budget > 0:
         def make_plan(train_s: float, scale: float = 1.0):
             infer = infer_estimate(train_s, scale)

@@ -46,6 +46,8 @@ class HeadStage:
     best_epoch: int
     history: list[dict]
     infer_s_per_image: float
+    imgsz: int | None = None  # where its weights predict (None: the run's imgsz)
+    stage: str = "head"
 
 
 class FitHooks:
@@ -125,11 +127,17 @@ class FitHooks:
         return self.n_val * infer_s_per_image + 5.0
 
     # -- optional stage before fine-tuning --------------------------------------------------------
-    def head_stage(self, net: torch.nn.Module, imgsz: int, device: str) -> HeadStage | None:
+    def head_stage(self, net: torch.nn.Module, imgsz: int, device: str, seconds: float | None) -> HeadStage | None:
+        """``seconds``: the time it may take (None: no time budget)."""
         return None
 
     def head_stage_s(self, train_s_per_image: float) -> float:
         """Estimated seconds of the head stage at the current size (its feature pass)."""
+        return 0.0
+
+    def head_stage_share(self) -> float:
+        """The share of a time budget the head stage takes by design (1: all of it, no fine-tuning after;
+        the loop then skips its speed probe). 0: the stage is sized by ``head_stage_s``."""
         return 0.0
 
     # -- files -----------------------------------------------------------------------------------

@@ -15,8 +15,19 @@ class ClassifierConfig(RunConfig):
 
     test_imgsz: int | None = Field(None, ge=32, le=1024)  # validation/prediction size; None: imgsz scaled
     # up by the train crops' mean zoom (FixRes), e.g. 128 -> 144 with scale_min 0.5
+    val_fraction: float = Field(0.1, ge=0.0, lt=1.0)  # held out for validation (0: train on every photo)
     drop_rate: float = Field(0.2, ge=0.0, lt=1.0)
-    head_epochs: int = Field(30, ge=0)  # stage 1: head only, backbone frozen (on cached features)
+    # stage 1, on features cached once: "tail" trains the backbone's last blocks + heads on cached maps
+    # (engine/tail_stage.py), "head" the heads alone on pooled features, "none" skips it
+    first_stage: Literal["tail", "head", "none"] = "tail"
+    tail_from: int = Field(5, ge=1)  # the tail starts at backbone block N (efficientnet_lite0 has 7)
+    tail_imgsz: int = Field(224, ge=32, le=1024)  # size of the photos the cached maps come from
+    tail_share: float = Field(1.0, gt=0, le=1)  # with a time budget: its share for the tail stage (the rest
+    # fine-tunes the whole network at imgsz)
+    tail_epochs: int = Field(15, ge=1)  # without a time budget: passes over the cached training maps
+    tail_lr: float = Field(1e-3, gt=0)
+    tail_ema: float = Field(0.99, ge=0, lt=1)  # EMA decay per step of the tail stage's weights
+    head_epochs: int = Field(30, ge=0)  # first_stage head: epochs on cached pooled features
     head_lr: float = Field(3e-3, gt=0)
     min_epochs: int = Field(6, ge=1)  # with a budget and auto imgsz: shrink images until this many fit
     loss: Literal["ce", "focal", "bce"] = "ce"  # bce: multi-label tasks; focal works for both

@@ -16,6 +16,7 @@ from ...data.labelled import LabelledSet
 from ...data.transforms import eval_transform, train_transform
 from ...engine.checkpoint import load_weights, save_weights
 from ...engine.head_stage import train_head
+from ...engine.tail_stage import MAX_CACHE_BYTES, cache_bytes, supports_tail, train_tail
 from ...engine.hooks import FitHooks, HeadStage, TrainResult
 from ...engine.image_size import test_size
 from ...engine.mixing import mix_batch
@@ -77,6 +78,7 @@ class ClassifierHooks(FitHooks):
         if cfg.channels_last:  # measured on 2 CPU cores: 37.5 vs 21.5 train img/s for efficientnet_lite0 at 112 px
             net.to(memory_format=torch.channels_last)
         self.mean, self.std = backbone.mean, backbone.std
+        self._net = net
         return net
 
     def eval_imgsz(self, imgsz: int) -> int:
@@ -117,19 +119,49 @@ class ClassifierHooks(FitHooks):
     def score(self, outputs: np.ndarray) -> float:
         return float(self.task.score(self.probs_of(outputs), self.val_set, self.meta)[self.metric])
 
-    # -- head stage ------------------------------------------------------------------------------
-    def head_stage_s(self, train_s_per_image: float) -> float:
-        return (self.n_train + self.n_val) * train_s_per_image / 3 if self.cfg.head_epochs > 0 else 0.0
-
-    def head_stage(self, net: torch.nn.Module, imgsz: int, device: str) -> HeadStage | None:
+    # -- first stage: the tail on cached maps, or the heads on cached pooled features --------------
+    def _first_stage(self, net: torch.nn.Module | None = None) -> str:
+        """The stage that will run: the configured one, or 'head' when the tail cannot (backbone, memory)."""
         cfg = self.cfg
-        if cfg.head_epochs <= 0:
+        if cfg.first_stage != "tail":
+            return cfg.first_stage
+        if not hasattr(self, "_tail_ok"):
+            net = net or self._net
+            why = supports_tail(net, cfg.tail_from)
+            if not why and cache_bytes(net, cfg.tail_from, cfg.tail_imgsz, self.n_train) > MAX_CACHE_BYTES:
+                why = f"{self.n_train} photos' maps at {cfg.tail_imgsz} px do not fit in memory"
+            if why:
+                log.warning("first stage: the linear head instead of the tail (%s)", why)
+            self._tail_ok = not why
+        return "tail" if self._tail_ok else "head"
+
+    def head_stage_share(self) -> float:
+        return self.cfg.tail_share if self._first_stage() == "tail" else 0.0
+
+    def head_stage_s(self, train_s_per_image: float) -> float:
+        if self._first_stage() == "tail":
+            return self.cfg.time_budget * self.cfg.tail_share
+        if self._first_stage() == "head" and self.cfg.head_epochs > 0:
+            return (self.n_train + self.n_val) * train_s_per_image / 3
+        return 0.0
+
+    def _score_probs(self, probs: list[np.ndarray]) -> float:
+        return float(self.task.score(probs, self.val_set, self.meta)[self.metric])
+
+    def head_stage(self, net: torch.nn.Module, imgsz: int, device: str, seconds: float | None) -> HeadStage | None:
+        cfg = self.cfg
+        stage = self._first_stage(net)
+        if stage == "tail":
+            if seconds is not None:  # keep time to score best.pt on validation at the tail's size afterwards
+                seconds -= self.n_val * 0.03 * (cfg.tail_imgsz / 224) ** 2 + 10.0
+            tail = train_tail(net, self.train_set, self.val_set, self._score_probs, self.objective, cfg.tail_imgsz,
+                              self.mean, self.std, cfg.tail_from, seconds, cfg.tail_epochs, cfg.tail_lr,
+                              max(cfg.weight_decay, 0.01), cfg.tail_ema, cfg.batch, cfg.workers, device, cfg.seed)
+            return HeadStage(tail.best_metric, tail.best_step, tail.history, tail.infer_s_per_image, tail.imgsz, "tail")
+        if stage != "head" or cfg.head_epochs <= 0:
             return None
 
-        def score(probs: list[np.ndarray]) -> float:
-            return float(self.task.score(probs, self.val_set, self.meta)[self.metric])
-
-        head = train_head(net, self.train_set, self.val_set, score, imgsz, self.mean, self.std, cfg.head_epochs,
+        head = train_head(net, self.train_set, self.val_set, self._score_probs, imgsz, self.mean, self.std, cfg.head_epochs,
                           cfg.head_lr, cfg.weight_decay, self.objective, cfg.batch * 2, cfg.workers, device, cfg.seed)
         return HeadStage(head.best_metric, head.best_epoch, head.history, head.infer_s_per_image)
 

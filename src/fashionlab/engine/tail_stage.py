@@ -1,0 +1,210 @@
+"""The tail stage: partial fine-tuning on cached feature maps, the classification family's first stage.
+
+The backbone's early blocks (``conv_stem`` .. ``blocks[at-1]``) stay frozen, so their output for a photo
+never changes: it is computed once per photo and per view (the photo and its mirror) at ``imgsz`` and
+kept as float16 maps. Training then runs only the rest — ``blocks[at:]``, ``conv_head`` and the task's
+heads — on those maps, many epochs in the time a full fine-tune spends on a few. With efficientnet_lite0
+cut at ``at=5`` a tail step at 224 px costs about a fifth of a full step at 224 px, and the network
+still sees 224 px photos (``benchmarks/recipe_lab.py`` measured it against full fine-tuning at 112-192 px
+and the frozen probe). Optimiser: AdamW, a short linear warm-up then cosine to zero, an EMA of the
+weights; the steps are planned from measured step times to fit the time allowed and re-planned as
+the run goes (a machine slowed by another process shrinks the schedule instead of overrunning).
+
+The trained modules are the network's own, so the result is an ordinary ``ClassifierNet`` (best.pt,
+predict, export and serve need nothing new) that predicts at ``imgsz`` with the usual whole-photo resize.
+"""
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..data.images import ImageDataset
+from ..data.labelled import LabelledSet
+from ..data.transforms import eval_transform
+from ..errors import FashionlabError
+from ..models.losses import Objective
+from ..models.net import ClassifierNet
+from ..models.partial import MapAugment, split_backbone
+from .predictor import make_loader
+
+log = logging.getLogger(__name__)
+MAX_CACHE_BYTES = 3 * 2**30  # beyond this the maps do not stay in memory: the linear head stage instead
+
+
+@dataclass
+class TailStageResult:
+    best_metric: float
+    best_step: int
+    history: list[dict]
+    infer_s_per_image: float  # stem + tail forward per image, measured while caching
+    imgsz: int
+
+
+class _TailNet(nn.Module):
+    """The trainable part: the backbone's tail (its own modules, shared with ``net``) and the heads."""
+
+    def __init__(self, tail: nn.Module, head: nn.Module) -> None:
+        super().__init__()
+        self.tail, self.head = tail, head
+
+    def forward(self, maps: torch.Tensor, task_index: torch.Tensor) -> torch.Tensor:
+        return self.head(self.tail(maps.contiguous(memory_format=torch.channels_last)).flatten(1), task_index)
+
+
+def supports_tail(net: ClassifierNet, at: int) -> str:
+    """'' when ``net``'s backbone can be cut before ``blocks[at]``, else why not (one line)."""
+    try:
+        split_backbone(net.backbone, at)
+    except FashionlabError as err:
+        return str(err)
+    return ""
+
+
+def cache_bytes(net: ClassifierNet, at: int, imgsz: int, n_images: int, views: int = 2) -> int:
+    split = split_backbone(net.backbone, at)
+    side = -(-imgsz // split.reduction)
+    return n_images * views * split.channels * side * side * 2
+
+
+@torch.no_grad()
+def cache_maps(stem: nn.Module, data: LabelledSet, imgsz: int, mean, std, flip: bool, batch: int, workers: int,
+               device: str) -> torch.Tensor:
+    """float16 maps [N, V, C, h, w] of every image of ``data`` (V = 2 with the mirrored photo), from the
+    same whole-photo resize that prediction uses."""
+    dataset = ImageDataset(data.paths, list(range(len(data))), eval_transform(imgsz, mean, std))
+    stem.eval().to(device)
+    chunks = []
+    for images, _ in make_loader(dataset, batch, workers):
+        images = images.to(device).contiguous(memory_format=torch.channels_last)
+        views = [stem(images)] + ([stem(images.flip(-1))] if flip else [])
+        chunks.append(torch.stack(views, 1).half().cpu())
+    return torch.cat(chunks) if chunks else torch.zeros(0)
+
+
+def train_tail(net: ClassifierNet, train: LabelledSet, val: LabelledSet, score: Callable[[list[np.ndarray]], float],
+               objective: Objective, imgsz: int, mean, std, at: int, seconds: float | None, epochs: int, lr: float,
+               weight_decay: float, ema_decay: float, batch: int, workers: int, device: str,
+               seed: int = 0) -> TailStageResult:
+    """Train ``net``'s tail and heads on cached maps; leaves the best weights (by ``score`` on ``val``,
+    or the last ones without a validation set) in ``net``. ``seconds``: the time allowed, caching
+    included (None: ``epochs`` passes over the training maps)."""
+    start = time.perf_counter()
+    split = split_backbone(net.backbone, at)
+    train_maps = cache_maps(split.stem, train, imgsz, mean, std, True, batch * 2, workers, device)
+    cached = time.perf_counter()
+    val_maps = cache_maps(split.stem, val, imgsz, mean, std, False, batch * 2, workers, device)[:, 0] \
+        if len(val) else None
+    infer_s = (cached - start) / max(1, 2 * len(train))
+    model = _TailNet(split.tail, net.head).to(device).train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+    ema = _Ema(model, ema_decay)
+    task_index = torch.as_tensor(train.task_index)
+    targets = torch.as_tensor(train.targets)
+    generator = torch.Generator().manual_seed(seed)
+    augment = MapAugment(crop=None)
+    n, size = len(train), min(batch, len(train))
+    per_epoch = max(1, math.ceil(n / size))
+    total = epochs * per_epoch if seconds is None else None
+    history: list[dict] = []
+    best = {"metric": -math.inf, "step": 0, "state": None}
+    checks = 5  # validations spread over the run (cheap: the tail on cached maps)
+
+    def evaluate(step: int, losses: list[float]) -> None:
+        module = ema.module if ema else model
+        metric = -float(np.mean(losses)) if val_maps is None else score(_probs(module, val_maps, val, objective))
+        history.append({"stage": "tail", "epoch": round(step / per_epoch, 2), "train_loss": float(np.mean(losses)),
+                        "val_metric": metric})
+        if metric > best["metric"] or val_maps is None:
+            best.update(metric=metric, step=step, state=copy.deepcopy(module.state_dict()))
+
+    order, pos, step, losses = torch.randperm(n, generator=generator), 0, 0, []
+    clock = time.perf_counter()
+    while total is None or step < total:
+        if total is None and step == 5:  # plan from the measured step time, keeping time for the checks
+            total = _plan(step, time.perf_counter() - clock, seconds - (time.perf_counter() - start))
+        elif total is not None and seconds is not None and step and step % 20 == 0:
+            total = _replan(step, total, time.perf_counter() - clock, seconds - (time.perf_counter() - start))
+        if pos + size > n:
+            order, pos = torch.randperm(n, generator=generator), 0
+        index = order[pos:pos + size]
+        pos += size
+        maps = augment(train_maps[index], generator).to(device)
+        for group in optimizer.param_groups:
+            group["lr"] = lr * _factor(step, total or 1000)
+        loss = objective(model(maps, task_index[index].to(device)), targets[index].to(device))
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        ema.update(model)
+        losses.append(loss.item())
+        step += 1
+        if total is not None and (step >= total or step % max(1, total // checks) == 0):
+            evaluate(step, losses)
+            losses = []
+    model.load_state_dict(best["state"])
+    model.eval()
+    log.info("tail stage: %d steps (%.1f epochs) on cached %d px maps in %.0fs", step, step / per_epoch, imgsz,
+             time.perf_counter() - start)
+    return TailStageResult(float(best["metric"]), int(best["step"]), history, infer_s, imgsz)
+
+
+def _factor(step: int, total: int, warmup: float = 0.05) -> float:
+    warm = max(1, int(total * warmup))
+    if step < warm:
+        return (step + 1) / warm
+    return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warm) / max(1, total - warm))))
+
+
+def _plan(done: int, spent_s: float, left_s: float) -> int:
+    per_step = spent_s / max(1, done)
+    return max(done + 1, done + int(left_s * 0.95 / max(per_step, 1e-6)))
+
+
+def _replan(done: int, total: int, spent_s: float, left_s: float) -> int:
+    """Shrink when the steps left no longer fit (a slowed machine); never extend past the first plan."""
+    fits = done + int(left_s * 0.95 / max(spent_s / done, 1e-6))
+    return max(done + 1, min(total, fits))
+
+
+@torch.no_grad()
+def _probs(module: nn.Module, maps: torch.Tensor, data: LabelledSet, objective: Objective,
+           batch: int = 128) -> list[np.ndarray]:
+    module.eval()
+    sizes = module.head.sizes
+    out: list[np.ndarray] = []
+    for i in range(0, len(maps), batch):
+        task_index = torch.as_tensor(data.task_index[i:i + batch])
+        device = next(module.parameters()).device
+        probs = objective.activate(module(maps[i:i + batch].float().to(device), task_index.to(device))).cpu().numpy()
+        out += [p[: sizes[t]] for p, t in zip(probs, task_index.tolist())]
+    module.train()
+    return out
+
+
+class _Ema:
+    """An exponential moving average of a module's weights and buffers (``decay`` per step; 0 = off)."""
+
+    def __init__(self, model: nn.Module, decay: float) -> None:
+        self.decay = decay
+        self.module = copy.deepcopy(model).eval() if decay > 0 else None
+
+    def __bool__(self) -> bool:
+        return self.module is not None
+
+    @torch.no_grad()
+    def update(self, model: nn.Module) -> None:
+        if self.module is None:
+            return
+        for ema_v, v in zip(self.module.state_dict().values(), model.state_dict().values()):
+            if ema_v.dtype.is_floating_point:
+                ema_v.mul_(self.decay).add_(v.detach(), alpha=1 - self.decay)
+            else:
+                ema_v.copy_(v)

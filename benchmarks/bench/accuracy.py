@@ -46,10 +46,10 @@ DATASETS: dict[str, Dataset] = {
     "trashnet": Dataset("classify", "trashnet-112", "stratified 20 % test split drawn with seed s",
                         classify_split, (112, 160), 30),
     "clothing-256": Dataset("classify", "clothing-256", "train/ -> validation/ folders (fixed)",
-                            classify_split, (112, 128, 160), 30),
+                            classify_split, (112, 160), 30),
     "clothing-attributes": Dataset("attributes", "clothing-attributes",
                                    "20 % of label.csv, stratified by (task, true value), drawn with seed s",
-                                   attributes_split, (112, 128, 160), 60),
+                                   attributes_split, (112, 160), 60),
     # grocery-retrieval: its rows (mAP@10; plain metric-learning loop; frozen-feature kNN) come with the
     # retrieval issue — add a Dataset here whose split writes items.csv/matches.csv per part.
 }
@@ -135,6 +135,16 @@ def summarise(ds_name: str, runs: list[dict[str, Any]], seeds: list[int]) -> dic
     return out
 
 
+def _plain_sizes(runs: list[dict[str, Any]], budget: float, seeds: list[int], seed: int,
+                 sizes: tuple[int, ...]) -> tuple[int, ...]:
+    """The plain loop tries every size on the first seed, as a user would, and keeps the best for the others."""
+    if seed == seeds[0] or len(sizes) == 1:
+        return sizes
+    first = {r["size"]: r["value"] for r in runs if r["row"] == "plain" and r["seed"] == seeds[0]
+             and r["budget_s"] == budget and r["size"] in sizes}
+    return (max(first, key=first.get),) if len(first) == len(sizes) else sizes
+
+
 def benchmark(name: str, data: Path, work: Path, budget: float, seeds: list[int], quick: bool,
               runs: list[dict[str, Any]], save: Callable[[], None], rows: tuple[str, ...] = ("fashionlab", "plain", "probe"),
               plain_sizes: tuple[int, ...] | None = None) -> dict[str, Any]:
@@ -149,7 +159,7 @@ def benchmark(name: str, data: Path, work: Path, budget: float, seeds: list[int]
                                                           else {"rows_per_task": ds.quick_cap} if quick else {}))
         split_info = {"n_train": split.n_train, "n_test": split.n_test}
         todo: list[tuple[str, int | None]] = [(r, None) for r in rows if r != "plain"]
-        todo[1:1] = [("plain", s) for s in sizes] if "plain" in rows else []
+        todo[1:1] = [("plain", s) for s in _plain_sizes(runs, budget, seeds, seed, sizes)] if "plain" in rows else []
         for row, size in todo:
             if (row, seed, size) in done:
                 continue

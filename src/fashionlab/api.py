@@ -81,11 +81,12 @@ def lr_find(task: str, config_path: str | Path | None = None, out: str | Path = 
     return lr_range_test(_task(task).hooks(cfg), Path(out), steps=steps)
 
 
-def predict(task: str, weights: str | Path | list, source: str | Path, out: str | Path, tta: str = "none",
+def predict(task: str, weights: str | Path | list, source: str | Path, out: str | Path, tta: str | None = None,
             batch: int = 64, workers: int = 2, device: str = "auto", combine: str | None = None,
             skip_bad: bool = False) -> Path:
     """Predict every image of ``source``; writes the task's own prediction/submission CSV to ``out``.
 
+    ``tta``: test-time views averaged (default: the task's, flip — the photo and its mirror).
     ``weights``: a best.pt, a run folder, or a folder of runs (per-task models); several are combined by
     ``combine`` (default: the task's first way, e.g. ``mean``; classifiers also ``vote``/``confidence``).
     ``out`` is checked before any work (a folder, a read-only place: one line now, not after predicting
@@ -94,6 +95,7 @@ def predict(task: str, weights: str | Path | list, source: str | Path, out: str 
     from .io import check_output
 
     task_obj = _task(task)
+    tta = tta or task_obj.predict_tta
     check_output(Path(out))
     paths = [Path(w) for w in weights] if isinstance(weights, (list, tuple)) else [Path(weights)]
     combine = combine or task_obj.combine[0]

@@ -108,7 +108,8 @@ def predict(
     weights: list[Path] = typer.Option(..., help="best.pt or run folder; repeat for an ensemble."),
     source: Path = typer.Option(..., help="Image folder, image, or list file."),
     out: Path = typer.Option(Path("predictions.csv"), help="Output CSV."),
-    tta: str = typer.Option("none", help="none | flip | 5crop | 10crop (keypoints, retrieval: none | flip)"),
+    tta: Optional[str] = typer.Option(None, help="none | flip | 5crop | 10crop (keypoints, retrieval: none | flip); "
+                                                 "default flip."),
     combine: Optional[str] = typer.Option(None, help="Several weights: mean | vote | confidence (classifiers); "
                                                      "keypoints mean; retrieval concat."),
     batch: int = typer.Option(64),

@@ -43,7 +43,7 @@ class HeadStage:
     """What an optional frozen-backbone head stage reports back to the loop."""
 
     best_metric: float
-    best_epoch: int
+    best_epoch: float
     history: list[dict]
     infer_s_per_image: float
     imgsz: int | None = None  # where its weights predict (None: the run's imgsz)

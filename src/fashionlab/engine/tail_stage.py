@@ -42,7 +42,7 @@ MAX_CACHE_BYTES = 3 * 2**30  # beyond this the maps do not stay in memory: the l
 @dataclass
 class TailStageResult:
     best_metric: float
-    best_step: int
+    best_epoch: float  # passes over the training maps when the best weights were taken
     history: list[dict]
     infer_s_per_image: float  # stem + tail forward per image, measured while caching
     imgsz: int
@@ -203,7 +203,7 @@ def train_tail(net: ClassifierNet, train: LabelledSet, val: LabelledSet, score: 
     model.eval()
     log.info("tail stage: %d steps (%.1f epochs) on cached %d px maps in %.0fs", step, step / per_epoch, imgsz,
              time.perf_counter() - start)
-    return TailStageResult(float(best["metric"]), int(best["step"]), history, infer_s, imgsz)
+    return TailStageResult(float(best["metric"]), round(best["step"] / per_epoch, 2), history, infer_s, imgsz)
 
 
 def _factor(step: int, total: int, warmup: float = 0.05) -> float:
@@ -215,12 +215,12 @@ def _factor(step: int, total: int, warmup: float = 0.05) -> float:
 
 def _plan(done: int, spent_s: float, left_s: float) -> int:
     per_step = spent_s / max(1, done)
-    return max(done + 1, done + int(left_s * 0.95 / max(per_step, 1e-6)))
+    return max(done + 1, done + int(left_s * 0.97 / max(per_step, 1e-6)))
 
 
 def _replan(done: int, total: int, spent_s: float, left_s: float) -> int:
     """Shrink when the steps left no longer fit (a slowed machine); never extend past the first plan."""
-    fits = done + int(left_s * 0.95 / max(spent_s / done, 1e-6))
+    fits = done + int(left_s * 0.97 / max(spent_s / done, 1e-6))
     return max(done + 1, min(total, fits))
 
 

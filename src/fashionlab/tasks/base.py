@@ -38,6 +38,7 @@ class Task:
     synth_count_arg: ClassVar[str] = "n"  # the generator's size argument (``data synth --n``)
     serve_adapter: ClassVar[str] = ""  # "module:Class" of the service adapter; "" = not servable
     tta: ClassVar[tuple[str, ...]] = ("none", "flip")  # what predict --tta accepts
+    predict_tta: ClassVar[str] = "flip"  # predict's default TTA: the photo and its mirror, averaged
     submit_tta: ClassVar[str] = "flip"  # the competition submission's default TTA
     combine: ClassVar[tuple[str, ...]] = ("mean",)  # how predict combines several --weights
     exportable: ClassVar[bool] = False  # fashionlab export --format onnx

@@ -153,11 +153,11 @@ class ClassifierHooks(FitHooks):
         stage = self._first_stage(net)
         if stage == "tail":
             if seconds is not None:  # keep time to score best.pt on validation at the tail's size afterwards
-                seconds -= self.n_val * 0.03 * (cfg.tail_imgsz / 224) ** 2 + 10.0
+                seconds -= self.n_val * 0.02 * (cfg.tail_imgsz / 224) ** 2 + 5.0
             tail = train_tail(net, self.train_set, self.val_set, self._score_probs, self.objective, cfg.tail_imgsz,
                               self.mean, self.std, cfg.tail_from, seconds, cfg.tail_epochs, cfg.tail_lr,
                               max(cfg.weight_decay, 0.01), cfg.tail_ema, cfg.batch, cfg.workers, device, cfg.seed)
-            return HeadStage(tail.best_metric, tail.best_step, tail.history, tail.infer_s_per_image, tail.imgsz, "tail")
+            return HeadStage(tail.best_metric, tail.best_epoch, tail.history, tail.infer_s_per_image, tail.imgsz, "tail")
         if stage != "head" or cfg.head_epochs <= 0:
             return None
 

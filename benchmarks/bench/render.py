@@ -151,7 +151,7 @@ def _scaling(sec: dict[str, Any]) -> list[str]:
         return [[r["images"], r["imgsz"], r["epoch_s"], r["train_images_per_s"], r["peak_rss_mib"]] for r in sec[key]]
 
     headers = ["images", "px", "s / epoch", "train images/s", "peak RSS MiB"]
-    return ["## Scaling (one fine-tune epoch; `fashionlab train classify --epochs 2 --set head_epochs=0`, "
+    return ["## Scaling (one fine-tune epoch; `fashionlab train classify --epochs 2 --set first_stage=none`, "
             "second epoch timed)", "", table(headers, rows("by_count")), "", table(headers, rows("by_size")), "",
             f"![scaling]({sec['plot']})", ""]
 

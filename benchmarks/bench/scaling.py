@@ -25,7 +25,7 @@ def _subset(root: Path, dest: Path, n: int) -> Path:
 def _one(data: Path, out: Path, imgsz: int, n: int) -> dict[str, Any]:
     run_dir = out / f"n{n}_px{imgsz}"
     ran = run(fashionlab("train", "classify", "--exist-ok", "--data", str(data), "--out", str(run_dir), "--imgsz", str(imgsz),
-                         "--epochs", "2", "--set", "head_epochs=0", "--set", "val_fraction=0.1"),
+                         "--epochs", "2", "--set", "first_stage=none", "--set", "val_fraction=0.1"),
               log=out / f"n{n}_px{imgsz}.log")
     with open(run_dir / "history.csv", newline="") as handle:
         last = list(csv.DictReader(handle))[-1]

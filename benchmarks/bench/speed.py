@@ -32,7 +32,7 @@ def training_throughput(root: Path, imgsz: int, images: int, batch: int = 32, wo
             dest.symlink_to(p.resolve())
         plain = images_per_second([p for p, _ in files], [k for _, k in files], len(classes), imgsz, batch)
         result = api.train("classify", data=str(subset), out=str(Path(tmp) / "run"), imgsz=imgsz, batch=batch,
-                           workers=workers, epochs=2, head_epochs=0, val_fraction=0.02)
+                           workers=workers, epochs=2, first_stage="none", val_fraction=0.02)
         history = [line.split(",") for line in (result.run / "history.csv").read_text().splitlines()[1:]]
         ours = float(history[-1][4])
     return {"imgsz": imgsz, "batch": batch, "workers": workers, "images": len(files),

@@ -240,10 +240,12 @@ def _probs(module: nn.Module, maps: torch.Tensor, data: LabelledSet, objective: 
 
 
 class _Ema:
-    """An exponential moving average of a module's weights and buffers (``decay`` per step; 0 = off)."""
+    """An exponential moving average of a module's weights and buffers (``decay`` per step; 0 = off),
+    warmed up as ``min(decay, (1 + t) / (10 + t))`` at step t so that a short run is not dominated by
+    the initial weights (as in timm's ModelEmaV3)."""
 
     def __init__(self, model: nn.Module, decay: float) -> None:
-        self.decay = decay
+        self.decay, self.updates = decay, 0
         self.module = copy.deepcopy(model).eval() if decay > 0 else None
 
     def __bool__(self) -> bool:
@@ -253,8 +255,10 @@ class _Ema:
     def update(self, model: nn.Module) -> None:
         if self.module is None:
             return
+        decay = min(self.decay, (1 + self.updates) / (10 + self.updates))
+        self.updates += 1
         for ema_v, v in zip(self.module.state_dict().values(), model.state_dict().values()):
             if ema_v.dtype.is_floating_point:
-                ema_v.mul_(self.decay).add_(v.detach(), alpha=1 - self.decay)
+                ema_v.mul_(decay).add_(v.detach(), alpha=1 - decay)
             else:
                 ema_v.copy_(v)

@@ -41,7 +41,7 @@ def run(tmp_path_factory) -> Path:
     for name, colour in COLOURS.items():
         for i in range(40):
             draw(root / "data" / ("<green>" if name == "green" else name) / f"{i}.jpg", colour, rng)
-    return api.train("classify", data=str(root / "data"), out=str(root / "runs" / "exp1"), epochs=2,
+    return api.train("classify", data=str(root / "data"), out=str(root / "runs" / "exp1"), epochs=2, val_fraction=0.25,
                      time_budget=120, **TINY).run
 
 

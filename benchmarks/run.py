@@ -8,7 +8,8 @@
 Accuracy: for each real set, three rows on the same held-out photos and budget — fashionlab's default
 command, the plain loop of issue 16 at its best size, a frozen-feature probe at 224 px — each the mean ±
 sd of 3 seeds (bench/accuracy.py). Real photos come from ``--data-root`` (default ../shared/data):
-trashnet-112, clothing-256 and clothing-attributes. Missing datasets are skipped with a note;
+trashnet-112, clothing-256, clothing-attributes, and grocery-retrieval twice: street-to-shop search of
+held-out products (bench/retrieval.py) and its tags.csv as a multi-label set (bench/styles.py). Missing datasets are skipped with a note;
 speed/memory/scaling fall back to generated photos when TrashNet is absent. Every figure is stored with
 the command that made it.
 """
@@ -128,7 +129,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="small subsets, 30 s budgets (< 10 min)")
     parser.add_argument("--sections", default=",".join(SECTIONS))
-    parser.add_argument("--datasets", default="trashnet,clothing-256,clothing-attributes")
+    parser.add_argument("--datasets", default="trashnet,clothing-256,clothing-attributes,grocery-retrieval,grocery-tags")
     parser.add_argument("--data-root", type=Path, default=REPO.parent / "shared" / "data")
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks",
                         help="where results.md/.json go (quick: results_quick.*)")

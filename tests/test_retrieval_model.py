@@ -11,7 +11,7 @@ from torch.nn import functional as F
 
 from fashionlab.errors import FashionlabError
 from fashionlab.tasks.retrieval.config import RetrievalConfig
-from fashionlab.tasks.retrieval.data import ItemTable, PKSampler, split_by_item, val_pairs
+from fashionlab.tasks.retrieval.data import ItemTable, PKSampler, split_by_item, val_pairs, with_distractors
 from fashionlab.tasks.retrieval.embed import LoadedRetrieval, embed_paths, rank_exact
 from fashionlab.tasks.retrieval.features import create_feature_map
 from fashionlab.tasks.retrieval.loss import batch_hard_triplet
@@ -135,6 +135,67 @@ def test_pk_sampler_batches() -> None:
     for batch in batches:
         items = [labels[i] for i in batch]
         assert all(items.count(x) == 4 for x in set(items))
+
+
+def test_validation_searches_every_shop_photo() -> None:
+    """Held-out items' consumer photos query a gallery that also holds the training items' shop photos."""
+    table = _table()
+    train, val = split_by_item(table, 0.3, seed=1)
+    queries, gallery, matches = val_pairs(with_distractors(val, train))
+    searched = with_distractors(val, train)
+    assert len(gallery) == sum(d == "shop" for d in table.domains) > 6
+    assert {searched.items[i] for i in queries} == set(val.items)  # training items never query
+    assert all(len(m) == 2 for m in matches.values())
+
+
+def test_pk_epoch_covers_the_images_and_batches_hold_the_shop_photo() -> None:
+    labels = [i // 3 for i in range(30)]  # 10 items x 3 images; the first image of each item is its shop photo
+    anchors = {item: [3 * item] for item in range(10)}
+    one_pass = PKSampler(labels, p=4, k=4, seed=0)
+    assert len(one_pass) == 3
+    sampler = PKSampler(labels, p=4, k=4, seed=0, epoch_images=100, anchors=anchors)
+    batches = list(sampler)
+    assert len(batches) == len(sampler) == 9 and sum(len(b) for b in batches) >= 100
+    for batch in batches:
+        for item in {labels[i] for i in batch}:
+            members = [i for i in batch if labels[i] == item]
+            assert len(members) == 4 and members.count(3 * item) >= 1
+    ranks = [list(PKSampler(labels, p=4, k=4, seed=0, rank=r, world=2, epoch_images=100)) for r in (0, 1)]
+    assert len(ranks[0]) == len(ranks[1]) == 4  # 9 batches dealt to 2 ranks: 4 each, the odd one dropped
+
+
+def test_raw_weight_mixes_the_pooled_map_into_the_cosine() -> None:
+    """cosine(embedding) = (1 - w) cosine(parts) + w cosine(average-pooled map); w = 0 is the parts alone."""
+    from fashionlab.tasks.retrieval.model import RetrievalNet
+
+    torch.manual_seed(0)
+    feature_map = create_feature_map("test_efficientnet", "none", 16, head_conv=True)
+    images = torch.rand(2, 3, 64, 64)
+    nets = {w: RetrievalNet(feature_map.model, feature_map.channels, ["global", "vertical"], 8, [2], 2,
+                            raw_weight=w).eval() for w in (0.0, 0.3, 1.0)}
+    for net in nets.values():
+        net.load_state_dict(nets[0.0].state_dict())
+    with torch.no_grad():
+        parts, mean, _ = nets[0.0]._run(images)
+        cos_parts = torch.nn.functional.cosine_similarity(parts.flatten(1)[0], parts.flatten(1)[1], dim=0)
+        cos_raw = torch.nn.functional.cosine_similarity(mean[0], mean[1], dim=0)
+        for w, net in nets.items():
+            emb = net.embed(images)
+            assert emb.shape[1] == net.dim and torch.allclose(emb.norm(dim=1), torch.ones(2), atol=1e-5)
+            assert float(emb[0] @ emb[1]) == pytest.approx(float((1 - w) * cos_parts + w * cos_raw), abs=1e-5)
+    assert nets[0.0].dim == 3 * 8 and nets[0.3].dim == 3 * 8 + feature_map.channels
+
+
+def test_head_conv_keeps_the_backbone_head() -> None:
+    import timm
+
+    from fashionlab.tasks.retrieval.features import StageWithHead
+
+    plain, with_head = (create_feature_map("test_efficientnet", "none", 16, head_conv=h) for h in (False, True))
+    assert isinstance(with_head.model, StageWithHead) and not isinstance(plain.model, StageWithHead)
+    assert with_head.channels == timm.create_model("test_efficientnet", num_classes=0).num_features
+    assert with_head.model(torch.rand(1, 3, 64, 64))[0].shape[1] == with_head.channels
+    assert create_feature_map("resnet18", "none", 32, head_conv=True).channels == 512  # no head conv: last stage
 
 
 def test_config_rejects_unknown_branch() -> None:

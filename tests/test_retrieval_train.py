@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import timm
 import torch
 
 from fashionlab import api
@@ -24,7 +25,8 @@ def test_train_predict_evaluate(items: Path, tmp_path: Path) -> None:
     result = api.train("retrieval", data=str(items), out=str(tmp_path / "run"), epochs=1, time_budget=120, val_fraction=0.25,
                        **TINY_RETRIEVAL)
     payload = torch.load(result.best, map_location="cpu", weights_only=True)  # safe format
-    assert payload["format"] == "fashionlab-retrieval-1" and payload["dim"] == 13 * 16
+    assert payload["format"] == "fashionlab-retrieval-1" and not payload["head_conv"] and payload["raw_weight"] == 0
+    assert payload["dim"] == 13 * 16
     assert not any(k.startswith("classifiers.") for k in payload["state_dict"])  # ID heads left out
     metrics = json.loads((result.run / "metrics.json").read_text())
     assert metrics["metric"] == "map@10" and 0.0 <= metrics["map@10"] <= 1.0
@@ -47,8 +49,12 @@ def test_train_predict_evaluate(items: Path, tmp_path: Path) -> None:
 def test_global_only_plain_batches(items: Path, tmp_path: Path) -> None:
     run = tmp_path / "run"
     api.train("retrieval", data=str(items), out=str(run), epochs=2, branches=["global"], triplet_weight=0.0,
-              k_per_item=0, category_head=False, **TINY_RETRIEVAL)
-    assert torch.load(run / "weights/best.pt", weights_only=True)["dim"] == 16
+              k_per_item=0, category_head=False, head_conv=True, raw_weight=0.5, **TINY_RETRIEVAL)
+    head = timm.create_model("test_efficientnet", pretrained=False, num_classes=0).num_features
+    payload = torch.load(run / "weights/best.pt", weights_only=True)
+    assert payload["head_conv"] and payload["dim"] == 16 + head  # the global part + the raw pooled head-conv map
+    ranks = api.predict("retrieval", run, items, tmp_path / "ranks.csv", tta="none", workers=0)  # reloads it
+    assert len(pd.read_csv(ranks)) == 24
     assert pd.read_csv(run / "history.csv")["epoch"].tolist() == [1, 2]
 
 

@@ -42,7 +42,8 @@ def _verdicts(r: dict[str, Any]) -> list[tuple[str, bool]]:
             out.append(("margin over the plain loop larger than its sd", d["mean"] > d["sd"]))
     if r.get("delta_probe"):
         d = r["delta_probe"]
-        out.append(("≥ frozen probe", d["mean"] >= 0))
+        margin = r.get("probe_margin", 0.0)
+        out.append((f"≥ frozen probe + {margin:.2f}" if margin else "≥ frozen probe", d["mean"] >= margin))
         if d.get("sd") is not None:
             out.append(("margin over the probe larger than its sd", d["mean"] > d["sd"]))
     return out

@@ -13,6 +13,7 @@ from pydantic import Field, field_validator
 from ...config import RunConfig
 
 BRANCHES = ("global", "horizontal", "vertical", "ring")
+EPOCH_IMAGES_CAP = 1536
 
 
 class RetrievalConfig(RunConfig):
@@ -32,10 +33,22 @@ class RetrievalConfig(RunConfig):
     stripes: list[int] = Field(default_factory=lambda: [2, 3])  # parts per stripe branch
     rings: int = Field(2, ge=1, le=8)  # square rings from the centre outward
     output_stride: Literal[16, 32] = 16  # 16: dilated last stage, a finer map for stripes and rings
+    # keep the backbone's pretrained 1x1 head conv after the last stage (EfficientNet); off by default: it
+    # measured no gain on one held-out split of grocery products (README, "On real photos")
+    head_conv: bool = False
+    # share of the search similarity given to the average-pooled map itself (no trained projection);
+    # 0 = the trained parts only, 1 = the (fine-tuned) backbone's pooled features only
+    raw_weight: float = Field(0.0, ge=0, le=1)
     # loss
     triplet_weight: float = Field(1.0, ge=0)  # batch-hard triplet on the normalised embedding; 0 = off
     margin: float = Field(0.3, gt=0)
     k_per_item: int = Field(4, ge=0)  # PK sampling: batch // k items x k images; 0 = plain shuffled batches
+    # PK epoch length in images: -1 = the training set's size (every photo about once an epoch), at most
+    # EPOCH_IMAGES_CAP (short epochs let the time-budget planner re-plan); 0 = one pass over the items
+    # (p x k images per p items: few images when there are few items)
+    epoch_images: int = Field(-1, ge=-1)
+    shop_anchor: bool = True  # PK batches hold one shop photo of each of their items (consumer photos meet it)
+    distractors: bool = True  # validation gallery = every shop photo (training items' too), as in a real shop
     category_head: bool = True  # a small category classifier (used by search --category auto)
     category_weight: float = Field(0.5, ge=0)
     # evaluation

@@ -170,12 +170,27 @@ def val_pairs(val: ItemTable) -> tuple[list[int], list[int], dict[str, set[str]]
     return queries, gallery, {val.ids[i]: by_item[val.items[i]] for i in queries}
 
 
+def with_distractors(val: ItemTable, train: ItemTable) -> ItemTable:
+    """The validation set searched as a shop is: the held-out items' photos plus the training items' shop
+    photos (distractors). Only held-out consumer photos are queries; the gallery is every shop photo."""
+    shop = [i for i, d in enumerate(train.domains) if d == "shop"]
+    extra = train.subset(shop)
+    return ItemTable(val.ids + extra.ids, val.paths + extra.paths, val.items + extra.items,
+                     val.domains + extra.domains, val.categories + extra.categories)
+
+
 class PKSampler(Sampler[list[int]]):
-    """Batches of ``p`` items x ``k`` images (drawn with replacement when an item has fewer than ``k``):
-    every item once per epoch; a last group of fewer than two items is dropped (no negatives).
+    """Batches of ``p`` items x ``k`` images (drawn with replacement when an item has fewer than ``k``).
+
+    One pass deals every item once; an epoch is as many passes as it takes to draw ``epoch_images``
+    images (0: one pass), so an epoch sees about as many images as the training set holds even when
+    there are few items. ``anchors`` (label -> rows, e.g. an item's shop photos) puts one of those rows
+    among each item's ``k`` in every batch, so every consumer photo meets its shop photo in the batch.
+    A last group of fewer than two items in a pass is dropped (no negatives).
     Data-parallel: rank r of W takes every W-th batch of the same seeded epoch order."""
 
-    def __init__(self, labels: list[int], p: int, k: int, seed: int = 0, rank: int = 0, world: int = 1) -> None:
+    def __init__(self, labels: list[int], p: int, k: int, seed: int = 0, rank: int = 0, world: int = 1,
+                 epoch_images: int = 0, anchors: dict[int, list[int]] | None = None) -> None:
         self.p, self.k, self.seed, self.epoch = max(2, p), k, seed, 0
         self.rank, self.world = rank, max(1, world)
         self.by_label: dict[int, list[int]] = {}
@@ -183,27 +198,41 @@ class PKSampler(Sampler[list[int]]):
             self.by_label.setdefault(label, []).append(i)
         if len(self.by_label) < 2:
             raise FashionlabError("PK sampling needs at least two training items")
+        self.anchors = {label: rows for label, rows in (anchors or {}).items() if rows and label in self.by_label}
+        self.others = {label: [i for i in members if i not in set(self.anchors.get(label, ()))] or members
+                       for label, members in self.by_label.items()}
+        self.passes = 1
+        if epoch_images > 0:
+            per_pass = self._pass_batches() * self.p * self.k
+            self.passes = max(1, -(-epoch_images // per_pass))
 
-    def _batches(self) -> int:
+    def _pass_batches(self) -> int:
         full, rest = divmod(len(self.by_label), self.p)
         return full + (rest >= 2)
 
     def __len__(self) -> int:
-        return max(1, self._batches() // self.world)
+        return max(1, self._pass_batches() * self.passes // self.world)
+
+    def _draw(self, rng: np.random.Generator, label: int) -> list[int]:
+        anchors = self.anchors.get(label)
+        if not anchors or self.k < 2:
+            members = self.by_label[label]
+            return rng.choice(members, self.k, replace=len(members) < self.k).tolist()
+        others = self.others[label]
+        return [int(rng.choice(anchors))] + rng.choice(others, self.k - 1, replace=len(others) < self.k - 1).tolist()
 
     def __iter__(self) -> Iterator[list[int]]:
         rng = np.random.default_rng([self.seed, self.epoch])
         self.epoch += 1
         labels = list(self.by_label)
-        order = [labels[i] for i in rng.permutation(len(labels))]
-        for n, start in enumerate(range(0, len(order), self.p)):
-            group = order[start:start + self.p]
-            if len(group) < 2 or n >= len(self) * self.world:
-                break
-            if n % self.world != self.rank:
-                continue
-            batch: list[int] = []
-            for label in group:
-                members = self.by_label[label]
-                batch += rng.choice(members, self.k, replace=len(members) < self.k).tolist()
-            yield batch
+        total = len(self) * self.world
+        n = 0
+        for _ in range(self.passes):
+            order = [labels[i] for i in rng.permutation(len(labels))]
+            for start in range(0, len(order), self.p):
+                group = order[start:start + self.p]
+                if len(group) < 2 or n >= total:
+                    break
+                if n % self.world == self.rank:
+                    yield [i for label in group for i in self._draw(rng, label)]
+                n += 1

@@ -120,8 +120,8 @@ def embed_paths(model: LoadedRetrieval, paths: Sequence[Path], tta: str = "flip"
         if error:
             raise FashionlabError(error)
         n, v = views.shape[:2]
-        parts, _, category = net(views.flatten(0, 1).to(device))
-        emb = torch.nn.functional.normalize(parts.flatten(1), dim=1).view(n, v, -1).mean(1)
+        emb, category = net.embed_with_category(views.flatten(0, 1).to(device))
+        emb = emb.view(n, v, -1).mean(1)
         out.append(torch.nn.functional.normalize(emb, dim=1).cpu().numpy())
         if with_categories and category is not None:
             probs.append(category.softmax(1).view(n, v, -1).mean(1).cpu().numpy())

@@ -25,9 +25,10 @@ from ...engine.predictor import make_loader
 from ...engine.run_files import RunFiles
 from ...errors import FashionlabError
 from ...io import atomic_open
-from .data import DOMAINS, ItemTable, PKSampler, read_items, split_by_item, val_pairs
+from .config import EPOCH_IMAGES_CAP
+from .data import DOMAINS, ItemTable, PKSampler, read_items, split_by_item, val_pairs, with_distractors
 from .embed import LoadedRetrieval, embed_paths, rank_exact, write_ranks
-from .features import create_feature_map
+from .features import StageWithHead, create_feature_map
 from .loss import retrieval_loss
 from .metric import map_at_k
 from .model import build_net, load_retrieval_payload, save_retrieval
@@ -77,6 +78,7 @@ class RetrievalHooks(FitHooks):
         """Train/val tables: ``val_data`` if given, else whole items held out (or a fold of items)."""
         cfg = self.cfg
         table = read_items(Path(cfg.data), cfg.root or None, skip_bad=cfg.skip_bad)
+        held_out = not cfg.val_data
         if cfg.folds > 1:
             train, val = fold_by_item(table, cfg.folds, cfg.fold, cfg.data_seed)
         elif cfg.val_data:
@@ -85,6 +87,8 @@ class RetrievalHooks(FitHooks):
             train, val = split_by_item(table, cfg.val_fraction, cfg.data_seed)
         train = train.subset(check_images(train.paths, cfg.skip_bad))
         val = val.subset(check_images(val.paths, cfg.skip_bad))
+        if held_out and cfg.distractors and len(val):
+            val = with_distractors(val, train)
         if len(set(train.items)) < 2:
             raise FashionlabError(f"{cfg.data}: fewer than two training items left")
         if not val_pairs(val)[0]:
@@ -101,17 +105,23 @@ class RetrievalHooks(FitHooks):
         train, val = self.train_set, self.val_set
         queries, gallery, _ = val_pairs(val)
         return {"train_images": len(train), "train_items": len(self.item_names), "val_images": len(val),
-                "val_items": len(set(val.items)), "val_queries": len(queries), "val_gallery": len(gallery),
+                "val_items": len({val.items[i] for i in queries}), "val_queries": len(queries),
+                "val_gallery": len(gallery), "val_distractors": len({val.items[i] for i in gallery}) - len(
+                    {val.items[i] for i in queries}),
                 "categories": self.categories, "train_counts": dict(sorted(Counter(train.domains).items()))}
 
     def build_model(self) -> torch.nn.Module:
         cfg = self.cfg
-        feature_map = create_feature_map(cfg.model, cfg.pretrained, cfg.output_stride)
-        log.info("backbone %s (last feature map, stride %d), weights: %s", cfg.model, cfg.output_stride,
-                 feature_map.weights)
+        feature_map = create_feature_map(cfg.model, cfg.pretrained, cfg.output_stride, cfg.head_conv)
+        head_conv = cfg.head_conv and isinstance(feature_map.model, StageWithHead)
+        if cfg.head_conv and not head_conv:
+            log.warning("head_conv: %s has no 1x1 head convolution to keep; the branches read its last stage",
+                        cfg.model)
+        log.info("backbone %s (last feature map%s, stride %d, %d channels), weights: %s", cfg.model,
+                 " + head conv" if head_conv else "", cfg.output_stride, feature_map.channels, feature_map.weights)
         self.spec = {"model": cfg.model, "imgsz": cfg.imgsz, "branches": cfg.branches, "embed_dim": cfg.embed_dim,
                      "stripes": cfg.stripes, "rings": cfg.rings, "output_stride": cfg.output_stride,
-                     "categories": self.categories}
+                     "categories": self.categories, "head_conv": head_conv, "raw_weight": cfg.raw_weight}
         net = build_net(feature_map, self.spec, n_ids=len(self.item_names))
         if cfg.channels_last:
             net.to(memory_format=torch.channels_last)
@@ -129,7 +139,14 @@ class RetrievalHooks(FitHooks):
         cfg = self.cfg
         if cfg.k_per_item <= 0:
             return None
-        sampler = PKSampler(self.labels, cfg.batch // cfg.k_per_item, cfg.k_per_item, cfg.seed, rank, world)
+        anchors: dict[int, list[int]] = {}
+        if cfg.shop_anchor:
+            for i, (label, domain) in enumerate(zip(self.labels, self.train_set.domains)):
+                if domain == "shop":
+                    anchors.setdefault(label, []).append(i)
+        epoch_images = min(len(self.labels), EPOCH_IMAGES_CAP) if cfg.epoch_images < 0 else cfg.epoch_images
+        sampler = PKSampler(self.labels, cfg.batch // cfg.k_per_item, cfg.k_per_item, cfg.seed, rank, world,
+                            epoch_images, anchors)
         return make_loader(dataset, cfg.batch, cfg.workers, batch_sampler=sampler)
 
     def _images(self, images: torch.Tensor) -> torch.Tensor:

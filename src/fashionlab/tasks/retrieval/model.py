@@ -31,6 +31,7 @@ from .features import FeatureMap, last_stage_model
 
 FORMAT = "fashionlab-retrieval-1"
 SPEC_KEYS = ("model", "imgsz", "branches", "embed_dim", "stripes", "rings", "output_stride", "categories")
+OPTIONAL_SPEC = {"head_conv": False, "raw_weight": 0.0}  # absent from weights files written before them
 
 
 @lru_cache(maxsize=64)
@@ -86,9 +87,10 @@ class RetrievalNet(nn.Module):
     and the category logits (or None); ``embed`` gives the normalised embedding [B, P * D]."""
 
     def __init__(self, backbone: nn.Module, channels: int, branches: list[str], embed_dim: int = 128,
-                 stripes: list[int] | None = None, rings: int = 2, n_ids: int = 0, n_categories: int = 0) -> None:
+                 stripes: list[int] | None = None, rings: int = 2, n_ids: int = 0, n_categories: int = 0,
+                 raw_weight: float = 0.0) -> None:
         super().__init__()
-        self.backbone, self.branches = backbone, list(branches)
+        self.backbone, self.branches, self.channels, self.raw_weight = backbone, list(branches), channels, raw_weight
         self.stripes, self.rings, self.embed_dim = list(stripes or [2, 3]), rings, embed_dim
         self.parts = part_names(self.branches, self.stripes, rings)
         self.reduce = nn.ModuleList(nn.Conv2d(channels, embed_dim, 1, bias=False) for _ in self.parts)
@@ -101,7 +103,7 @@ class RetrievalNet(nn.Module):
 
     @property
     def dim(self) -> int:
-        return len(self.parts) * self.embed_dim
+        return len(self.parts) * self.embed_dim + (self.channels if self.raw_weight > 0 else 0)
 
     def pool(self, fmap: torch.Tensor) -> torch.Tensor:
         """[B, C, H, W] -> [B, C, P] in ``self.parts`` order."""
@@ -115,22 +117,41 @@ class RetrievalNet(nn.Module):
                 pooled += [stripe_pool(fmap, p, branch) for p in self.stripes]
         return torch.cat(pooled, dim=2)
 
-    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor], torch.Tensor | None]:
-        fmap = self.backbone(images)[-1]
-        pooled = self.pool(fmap.float())
+    def _run(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        fmap = self.backbone(images)[-1].float()
+        pooled = self.pool(fmap)
         parts = torch.stack([bn(conv(pooled[:, :, i, None, None]).flatten(1))
                              for i, (conv, bn) in enumerate(zip(self.reduce, self.bn))], dim=1)
-        logits = [head(parts[:, i]) for i, head in enumerate(self.classifiers)]
-        category = self.category(fmap.float().mean((2, 3))) if self.category is not None else None
-        return parts, logits, category
+        mean = fmap.mean((2, 3))
+        category = self.category(mean) if self.category is not None else None
+        return parts, mean, category
+
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor], torch.Tensor | None]:
+        parts, _, category = self._run(images)
+        return parts, [head(parts[:, i]) for i, head in enumerate(self.classifiers)], category
+
+    def descriptor(self, parts: torch.Tensor, mean: torch.Tensor) -> torch.Tensor:
+        """The unit-length search embedding. With ``raw_weight`` w > 0 it also holds the average-pooled map
+        itself (no trained projection): cosine = (1 - w) x cosine of the parts + w x cosine of the raw
+        map, so what the backbone knew before training still counts for items it never trained on."""
+        emb = F.normalize(parts.flatten(1), dim=1)
+        if self.raw_weight <= 0:
+            return emb
+        w = min(self.raw_weight, 1.0)
+        return torch.cat([emb * (1 - w) ** 0.5, F.normalize(mean, dim=1) * w ** 0.5], dim=1)
+
+    def embed_with_category(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        parts, mean, category = self._run(images)
+        return self.descriptor(parts, mean), category
 
     def embed(self, images: torch.Tensor) -> torch.Tensor:
-        return F.normalize(self(images)[0].flatten(1), dim=1)
+        return self.embed_with_category(images)[0]
 
 
 def build_net(feature_map: FeatureMap, spec: dict[str, Any], n_ids: int = 0) -> RetrievalNet:
     return RetrievalNet(feature_map.model, feature_map.channels, spec["branches"], spec["embed_dim"],
-                        spec["stripes"], spec["rings"], n_ids, len(spec.get("categories") or []))
+                        spec["stripes"], spec["rings"], n_ids, len(spec.get("categories") or []),
+                        float(spec.get("raw_weight", 0.0)))
 
 
 def save_retrieval(path: Path, net: RetrievalNet, spec: dict[str, Any], mean, std,
@@ -151,10 +172,10 @@ def load_retrieval_payload(path: Path) -> tuple[RetrievalNet, dict[str, Any]]:
         task = payload.get("task") if isinstance(payload, dict) else None
         hint = f" (it holds a '{task}' model)" if task else ""
         raise FashionlabError(f"{path}: not a retrieval weights file{hint}; use a retrieval RUN/weights/best.pt")
-    spec = {k: payload[k] for k in SPEC_KEYS}
-    model = last_stage_model(spec["model"], spec["output_stride"])
-    net = RetrievalNet(model, int(model.feature_info.channels()[-1]), spec["branches"], spec["embed_dim"],
-                       spec["stripes"], spec["rings"], 0, len(spec["categories"] or []))
+    spec = {k: payload[k] for k in SPEC_KEYS} | {k: payload.get(k, v) for k, v in OPTIONAL_SPEC.items()}
+    model, channels = last_stage_model(spec["model"], spec["output_stride"], bool(spec["head_conv"]))
+    net = RetrievalNet(model, channels, spec["branches"], spec["embed_dim"], spec["stripes"], spec["rings"], 0,
+                       len(spec["categories"] or []), float(spec["raw_weight"]))
     net.load_state_dict(payload["state_dict"], strict=True)
     return net.eval(), {**spec, "dim": payload["dim"], "mean": tuple(payload["mean"]), "std": tuple(payload["std"]),
                         "extra": payload.get("extra", {})}

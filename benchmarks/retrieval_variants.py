@@ -1,0 +1,104 @@
+"""Retrieval recipes on one held-out-product split of grocery-retrieval (the README's "what was tried" table).
+
+    python benchmarks/retrieval_variants.py NAME [--set key=value ...]   # train + index + search + evaluate
+    python benchmarks/retrieval_variants.py --rescore RUN/weights/best.pt [--untrained 16,32]
+
+The split is ``bench/retrieval.py``'s (seed ``--seed``, written under ``--work``). ``--rescore`` embeds
+the gallery and queries once (no flip) and scores several ``raw_weight`` mixes of the same weights;
+``--untrained`` scores the pooled head-conv map of the pretrained net before any training.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.nn import functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench.retrieval import fashionlab_row, retrieval_split  # noqa: E402
+
+from fashionlab.data.transforms import eval_transform  # noqa: E402
+from fashionlab.tasks.retrieval.data import read_images  # noqa: E402
+from fashionlab.tasks.retrieval.embed import rank_exact  # noqa: E402
+from fashionlab.tasks.retrieval.features import create_feature_map  # noqa: E402
+from fashionlab.tasks.retrieval.metric import map_at_k  # noqa: E402
+from fashionlab.tasks.retrieval.model import build_net, load_retrieval_payload  # noqa: E402
+
+WEIGHTS = (0.0, 0.25, 0.5, 0.75, 1.0)
+
+
+@torch.no_grad()
+def _pooled(net, paths: list[Path], imgsz: int, mean, std) -> tuple[np.ndarray, np.ndarray]:
+    """(normalised trained parts, normalised average-pooled map) of every photo."""
+    transform = eval_transform(imgsz, mean, std)
+    parts_out, mean_out = [], []
+    for start in range(0, len(paths), 32):
+        x = torch.stack([transform(np.asarray(Image.open(p).convert("RGB"))) for p in paths[start:start + 32]])
+        parts, pooled, _ = net.eval()._run(x)
+        parts_out.append(F.normalize(parts.flatten(1), dim=1))
+        mean_out.append(F.normalize(pooled, dim=1))
+    return torch.cat(parts_out).numpy(), torch.cat(mean_out).numpy()
+
+
+def rescore(split_dir: Path, weights: list[Path], untrained: list[int]) -> dict[str, dict[str, float]]:
+    gallery, queries = read_images(split_dir / "gallery.csv", "gallery"), read_images(split_dir / "queries.csv", "query")
+    matches: dict[str, set[str]] = {}
+    for line in (split_dir / "matches.csv").read_text().splitlines()[1:]:
+        query, shop = line.split(",")
+        matches.setdefault(query, set()).add(shop)
+
+    def score(g: np.ndarray, q: np.ndarray) -> float:
+        idx, _ = rank_exact(q.astype(np.float32), g.astype(np.float32), 10)
+        ranked = {queries.ids[i]: [gallery.ids[j] for j in row] for i, row in enumerate(idx)}
+        return round(float(map_at_k(ranked, matches, k=10)["map@10"]), 4)
+
+    out: dict[str, dict[str, float]] = {}
+    for stride in untrained:
+        fm = create_feature_map("efficientnet_lite0", "auto", stride, head_conv=True)
+        net = build_net(fm, {"branches": ["global"], "embed_dim": 8, "stripes": [2], "rings": 2, "categories": []})
+        (_, gm), (_, qm) = (_pooled(net, t.paths, 224, fm.mean, fm.std) for t in (gallery, queries))
+        out[f"untrained stride {stride}"] = {"raw": score(gm, qm)}
+    for path in weights:
+        net, spec = load_retrieval_payload(path)
+        (gp, gm), (qp, qm) = (_pooled(net, t.paths, spec["imgsz"], spec["mean"], spec["std"]) for t in (gallery, queries))
+        out[str(path)] = {f"w={w}": score(np.hstack([gp * (1 - w) ** .5, gm * w ** .5]),
+                                          np.hstack([qp * (1 - w) ** .5, qm * w ** .5])) for w in WEIGHTS}
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("name", nargs="?", help="variant name (its folder under --work)")
+    parser.add_argument("--set", dest="sets", action="append", default=[], help="train option key=value")
+    parser.add_argument("--data", type=Path, default=Path(__file__).resolve().parents[1].parent / "shared" / "data"
+                        / "grocery-retrieval")
+    parser.add_argument("--work", type=Path, default=Path("runs/retrieval-variants"))
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--budget", type=float, default=480.0)
+    parser.add_argument("--rescore", type=Path, action="append", default=[])
+    parser.add_argument("--untrained", default="", help="strides, e.g. 16,32")
+    args = parser.parse_args()
+    split_dir = args.work / f"split{args.seed}"
+    if not (split_dir / "matches.csv").is_file():
+        retrieval_split(args.data, split_dir, args.seed)
+    if args.rescore or args.untrained:
+        strides = [int(s) for s in args.untrained.split(",") if s]
+        print(json.dumps(rescore(split_dir, args.rescore, strides), indent=1))
+        return
+    if not args.name:
+        parser.error("give a variant NAME (or --rescore)")
+    from bench.splits import Split
+
+    on_disk = Split("retrieval", split_dir / "train.csv", split_dir / "queries.csv", split_dir / "matches.csv", 0, 0)
+    extra = tuple(x for kv in args.sets for x in ("--set", kv))
+    result = fashionlab_row(on_disk, args.work / args.name, args.budget, args.seed, extra)
+    print(json.dumps({"name": args.name, "options": args.sets, **result}, indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -9,9 +9,9 @@ Accuracy: for each real set, three rows on the same held-out photos and budget �
 command, the plain loop of issue 16 at its best size, a frozen-feature probe at 224 px — each the mean ±
 sd of 3 seeds (bench/accuracy.py). Real photos come from ``--data-root`` (default ../shared/data):
 trashnet-112, clothing-256, clothing-attributes, and grocery-retrieval twice: street-to-shop search of
-held-out products (bench/retrieval.py) and its tags.csv as a multi-label set (bench/styles.py). Missing datasets are skipped with a note;
-speed/memory/scaling fall back to generated photos when TrashNet is absent. Every figure is stored with
-the command that made it.
+held-out products (bench/retrieval.py) and its tags.csv as a multi-label set (bench/styles.py).
+Missing datasets are skipped with a note; speed/memory/scaling fall back to generated photos when
+TrashNet is absent. Every figure is stored with the command that made it.
 """
 from __future__ import annotations
 

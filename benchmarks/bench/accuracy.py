@@ -90,7 +90,10 @@ def _fashionlab(ds: Dataset, split: Split, out: Path, budget: float, seed: int) 
     from fashionlab.engine.checkpoint import load_weights
 
     cfg = yaml.safe_load((run_dir / "config.yaml").read_text())
-    return {**_score(ds.task, pred, split.truth), "imgsz": cfg["imgsz"],
+    thresholds = run_dir / "thresholds.json"  # styles: scored with the run's own tuned thresholds
+    scores = styles.score(split, pred, thresholds if thresholds.is_file() else None) if ds.task == "styles" \
+        else _score(ds.task, pred, split.truth)
+    return {**scores, "imgsz": cfg["imgsz"],
             "test_imgsz": load_weights(run_dir / "weights" / "best.pt").imgsz,
             "seconds": round(train.seconds, 1), "predict_s": round(predicted.seconds, 1),
             "peak_rss_mib": round(train.peak_rss_mib), "command": train.command,
@@ -184,7 +187,7 @@ def benchmark(name: str, data: Path, work: Path, budget: float, seeds: list[int]
                 result = retrieval.fashionlab_row(split, base / "fashionlab", budget, seed) if row == "fashionlab" \
                     else retrieval.probe_row(split, base / "probe", seed)
             elif ds.task == "styles":
-                result = styles.fashionlab_row(split, base / "fashionlab", budget, seed) if row == "fashionlab" \
+                result = _fashionlab(ds, split, base / "fashionlab", budget, seed) if row == "fashionlab" \
                     else styles.probe_row(split, base / "probe", seed, quick)
             elif row == "fashionlab":
                 result = _fashionlab(ds, split, base / "fashionlab", budget, seed)

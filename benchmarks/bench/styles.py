@@ -5,9 +5,9 @@ written as ``train.csv`` / ``test.csv`` (``image,<tags>`` of 0/1) beside a link 
 
 Rows, scored by ``fashionlab evaluate styles`` (sample F2, per-label F2):
 
-- **fashionlab default**: ``train styles --time-budget B --seed s``, ``predict styles`` with its
-  defaults, evaluated with the run's own thresholds (``RUN/thresholds.json``, tuned on its validation
-  split);
+- **fashionlab default** (``accuracy._fashionlab``): ``train styles --time-budget B --seed s``,
+  ``predict styles`` with its defaults, evaluated with the run's own thresholds
+  (``RUN/thresholds.json``, tuned on its validation split);
 - **frozen probe** (``bench/styles_probe.py``): efficientnet_lite0 features at 224 px, one logistic
   regression per tag; thresholds tuned the same way — on held-out predictions inside the training part
   (3-fold out-of-fold probabilities), with fashionlab's own greedy search — then applied to the test set.
@@ -25,7 +25,7 @@ import numpy as np
 
 from fashionlab import api
 
-from .common import fashionlab, run
+from .common import run
 from .splits import Split, stratified_indices
 
 BENCH = Path(__file__).resolve().parent
@@ -72,25 +72,6 @@ def score(split: Split, pred: Path, thresholds: Path | None) -> dict[str, Any]:
     at_half = api.evaluate("styles", pred, split.truth)
     tuned = api.evaluate("styles", pred, split.truth, thresholds_path=thresholds) if thresholds else at_half
     return {"value": tuned["f2"], "f2_at_0.5": at_half["f2"], "rarest": _rarest(split, tuned["per_label_f2"])}
-
-
-def fashionlab_row(split: Split, out: Path, budget: float, seed: int) -> dict[str, Any]:
-    out.mkdir(parents=True, exist_ok=True)
-    run_dir, pred = out / "run", out / "pred.csv"
-    train = run(fashionlab("train", "styles", "--exist-ok", "--data", str(split.train), "--out", str(run_dir),
-                           "--time-budget", str(budget), "--seed", str(seed)), log=out / "train.log")
-    predicted = run(fashionlab("predict", "styles", "--weights", str(run_dir), "--source", str(split.test),
-                               "--out", str(pred)), log=out / "predict.log")
-    thresholds = run_dir / "thresholds.json"
-    import yaml
-
-    cfg = yaml.safe_load((run_dir / "config.yaml").read_text())
-    from fashionlab.engine.checkpoint import load_weights
-
-    return {**score(split, pred, thresholds if thresholds.is_file() else None), "imgsz": cfg["imgsz"],
-            "test_imgsz": load_weights(run_dir / "weights" / "best.pt").imgsz, "seconds": round(train.seconds, 1),
-            "predict_s": round(predicted.seconds, 1), "peak_rss_mib": round(train.peak_rss_mib),
-            "command": train.command, "predict_command": predicted.command}
 
 
 def probe_row(split: Split, out: Path, seed: int, quick: bool = False) -> dict[str, Any]:

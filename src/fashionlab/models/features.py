@@ -27,6 +27,14 @@ class FeatureBackbone:
     mean: tuple[float, ...]
     std: tuple[float, ...]
     weights: str
+    head: nn.Module | None = None  # with ``keep_head``: the backbone's pretrained 1x1 head conv + BN, if any
+
+
+def head_conv_of(model: nn.Module) -> nn.Module | None:
+    """EfficientNet-style ``conv_head`` + ``bn2`` (the part ``features_only`` drops), or None."""
+    if hasattr(model, "conv_head") and hasattr(model, "bn2"):
+        return nn.Sequential(model.conv_head, model.bn2)
+    return None
 
 
 def feature_model(name: str, out_indices: tuple[int, ...] | None = None, output_stride: int = 32) -> nn.Module:
@@ -42,7 +50,7 @@ def feature_model(name: str, out_indices: tuple[int, ...] | None = None, output_
 
 
 def create_feature_backbone(name: str, pretrained: str = "auto", out_indices: tuple[int, ...] | None = None,
-                            output_stride: int = 32) -> FeatureBackbone:
+                            output_stride: int = 32, keep_head: bool = False) -> FeatureBackbone:
     """Build ``name`` as feature maps; ``pretrained`` as in ``create_backbone``."""
     full = create_backbone(name, pretrained)  # validates the name and loads the weights
     model = feature_model(name, out_indices, output_stride)
@@ -58,4 +66,5 @@ def create_feature_backbone(name: str, pretrained: str = "auto", out_indices: tu
         raise FashionlabError(f"model '{name}': cannot map weights onto its feature maps (no '{missing}')")
     model.load_state_dict(mapped, strict=True)
     info = model.feature_info
-    return FeatureBackbone(model, list(info.channels()), list(info.reduction()), full.mean, full.std, full.weights)
+    return FeatureBackbone(model, list(info.channels()), list(info.reduction()), full.mean, full.std, full.weights,
+                           head_conv_of(full.model) if keep_head else None)

@@ -199,8 +199,10 @@ class PKSampler(Sampler[list[int]]):
         if len(self.by_label) < 2:
             raise FashionlabError("PK sampling needs at least two training items")
         self.anchors = {label: rows for label, rows in (anchors or {}).items() if rows and label in self.by_label}
-        self.others = {label: [i for i in members if i not in set(self.anchors.get(label, ()))] or members
-                       for label, members in self.by_label.items()}
+        self.others: dict[int, list[int]] = {}
+        for label, members in self.by_label.items():
+            anchored = set(self.anchors.get(label, ()))
+            self.others[label] = [i for i in members if i not in anchored] or members
         self.passes = 1
         if epoch_images > 0:
             per_pass = self._pass_batches() * self.p * self.k

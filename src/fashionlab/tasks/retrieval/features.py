@@ -15,8 +15,7 @@ from dataclasses import dataclass
 import timm
 from torch import nn
 
-from ...models.backbone import create_backbone
-from ...models.features import create_feature_backbone, feature_model
+from ...models.features import create_feature_backbone, feature_model, head_conv_of
 
 
 @dataclass
@@ -41,19 +40,13 @@ class StageWithHead(nn.Module):
         return [self.head(self.stages(x)[-1])]
 
 
-def _head_of(model: nn.Module) -> nn.Module | None:
-    if hasattr(model, "conv_head") and hasattr(model, "bn2"):
-        return nn.Sequential(model.conv_head, model.bn2)
-    return None
-
-
 def last_stage_model(name: str, output_stride: int = 32, head_conv: bool = False) -> tuple[nn.Module, int]:
     """Randomly initialised last-stage model (``features_only``, plus the head conv) and its channels."""
     stages = feature_model(name, (-1,), output_stride)
     channels = int(stages.feature_info.channels()[-1])
     if not head_conv:
         return stages, channels
-    head = _head_of(timm.create_model(name, pretrained=False, num_classes=0))
+    head = head_conv_of(timm.create_model(name, pretrained=False, num_classes=0))
     assert head is not None, "head_conv is only stored for models that have one"
     return StageWithHead(stages, head), int(head[0].out_channels)
 
@@ -62,8 +55,8 @@ def create_feature_map(name: str, pretrained: str = "auto", output_stride: int =
                        head_conv: bool = False) -> FeatureMap:
     """Build ``name`` cut after its last stage (with ``head_conv``: after its head convolution, when the
     architecture has one); ``pretrained`` as in ``create_backbone``."""
-    pyramid = create_feature_backbone(name, pretrained, (-1,), output_stride)
-    head = _head_of(create_backbone(name, pretrained).model) if head_conv else None
+    pyramid = create_feature_backbone(name, pretrained, (-1,), output_stride, keep_head=head_conv)
+    head = pyramid.head
     if head is None:
         return FeatureMap(pyramid.model, int(pyramid.channels[-1]), pyramid.mean, pyramid.std, pyramid.weights)
     return FeatureMap(StageWithHead(pyramid.model, head), int(head[0].out_channels), pyramid.mean, pyramid.std,

@@ -104,10 +104,10 @@ class RetrievalHooks(FitHooks):
     def data_summary(self) -> dict[str, Any]:
         train, val = self.train_set, self.val_set
         queries, gallery, _ = val_pairs(val)
+        query_items, gallery_items = {val.items[i] for i in queries}, {val.items[i] for i in gallery}
         return {"train_images": len(train), "train_items": len(self.item_names), "val_images": len(val),
-                "val_items": len({val.items[i] for i in queries}), "val_queries": len(queries),
-                "val_gallery": len(gallery), "val_distractors": len({val.items[i] for i in gallery}) - len(
-                    {val.items[i] for i in queries}),
+                "val_items": len(query_items), "val_queries": len(queries), "val_gallery": len(gallery),
+                "val_distractors": len(gallery_items - query_items),
                 "categories": self.categories, "train_counts": dict(sorted(Counter(train.domains).items()))}
 
     def build_model(self) -> torch.nn.Module:

@@ -131,10 +131,12 @@ def cache_maps(stem: nn.Module, data: LabelledSet, imgsz: int, mean, std, flip: 
 def train_tail(net: ClassifierNet, train: LabelledSet, val: LabelledSet, score: Callable[[list[np.ndarray]], float],
                objective: Objective, imgsz: int, mean, std, at: int, seconds: float | None, epochs: int, lr: float,
                weight_decay: float, ema_decay: float, batch: int, workers: int, device: str,
-               seed: int = 0) -> TailStageResult:
+               seed: int = 0, probe_epochs: int = 0, probe_lr: float = 3e-3) -> TailStageResult:
     """Train ``net``'s tail and heads on cached maps; leaves the best weights (by ``score`` on ``val``,
     or the last ones without a validation set) in ``net``. ``seconds``: the time allowed, caching
-    included (None: ``epochs`` passes over the training maps)."""
+    included (None: ``epochs`` passes over the training maps). ``probe_epochs`` > 0: first fit the heads
+    alone on the frozen tail's pooled features of the cached maps (a linear probe, then fine-tuning:
+    the new heads' first, random gradients do not reshape the pretrained tail)."""
     start = time.perf_counter()
     split = split_backbone(net.backbone, at)
     train_maps = cache_maps(split.stem, train, imgsz, mean, std, True, batch * 2, workers, device)
@@ -143,6 +145,8 @@ def train_tail(net: ClassifierNet, train: LabelledSet, val: LabelledSet, score: 
         if len(val) else None
     infer_s = (cached - start) / max(1, 2 * len(train))
     model = _TailNet(split.tail, net.head).to(device).train()
+    probe_loss = _probe_heads(model, train_maps, train, objective, probe_epochs, probe_lr, weight_decay, device, seed) \
+        if probe_epochs > 0 else math.nan
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
     ema = _Ema(model, ema_decay)
     task_index = torch.as_tensor(train.task_index)
@@ -164,6 +168,8 @@ def train_tail(net: ClassifierNet, train: LabelledSet, val: LabelledSet, score: 
         if metric > best["metric"] or val_maps is None:
             best.update(metric=metric, step=step, state=copy.deepcopy(module.state_dict()))
 
+    if probe_epochs > 0 and val_maps is not None:
+        evaluate(0, [probe_loss])  # the probed start is a candidate: a run cut short keeps at least the probe
     order, pos, step, losses = torch.randperm(n, generator=generator), 0, 0, []
     threads = ThreadChooser(device)
     warm = 2 * len(threads.candidates) + 1  # steps timed to choose the threads, before the plan is made
@@ -204,6 +210,42 @@ def train_tail(net: ClassifierNet, train: LabelledSet, val: LabelledSet, score: 
     log.info("tail stage: %d steps (%.1f epochs) on cached %d px maps in %.0fs", step, step / per_epoch, imgsz,
              time.perf_counter() - start)
     return TailStageResult(float(best["metric"]), round(best["step"] / per_epoch, 2), history, infer_s, imgsz)
+
+
+@torch.no_grad()
+def _pooled(tail: nn.Module, maps: torch.Tensor, device: str, batch: int = 128) -> torch.Tensor:
+    tail.eval()
+    out = [tail(maps[i:i + batch].float().to(device).contiguous(memory_format=torch.channels_last)).flatten(1).cpu()
+           for i in range(0, len(maps), batch)]
+    tail.train()
+    return torch.cat(out)
+
+
+def _probe_heads(model: _TailNet, train_maps: torch.Tensor, train: LabelledSet, objective: Objective, epochs: int,
+                 lr: float, weight_decay: float, device: str, seed: int, batch: int = 256) -> float:
+    """Fit ``model.head`` on the frozen tail's pooled features of every cached view (AdamW, cosine);
+    returns the last batch's loss."""
+    clock = time.perf_counter()
+    views = train_maps.shape[1]
+    feats = _pooled(model.tail, train_maps.flatten(0, 1), device)  # view-major within each photo
+    task_index = torch.as_tensor(train.task_index).repeat_interleave(views)
+    targets = torch.as_tensor(train.targets).repeat_interleave(views, dim=0)
+    head = model.head.train()
+    optimizer = torch.optim.AdamW(head.parameters(), lr=lr, weight_decay=weight_decay)
+    generator = torch.Generator().manual_seed(seed + 1)
+    steps, step = epochs * max(1, math.ceil(len(feats) / batch)), 0
+    for _ in range(epochs):
+        for chunk in torch.randperm(len(feats), generator=generator).split(batch):
+            for group in optimizer.param_groups:
+                group["lr"] = lr * 0.5 * (1 + math.cos(math.pi * step / steps))
+            loss = objective(head(feats[chunk].to(device), task_index[chunk].to(device)), targets[chunk].to(device))
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            step += 1
+    log.info("tail stage: heads fitted on the frozen tail's features first (%d epochs, loss %.4f, %.1fs)", epochs,
+             loss.item(), time.perf_counter() - clock)
+    return loss.item()
 
 
 def _factor(step: int, total: int, warmup: float = 0.05) -> float:

@@ -156,7 +156,8 @@ class ClassifierHooks(FitHooks):
                 seconds -= self.n_val * 0.02 * (cfg.tail_imgsz / 224) ** 2 + 5.0
             tail = train_tail(net, self.train_set, self.val_set, self._score_probs, self.objective, cfg.tail_imgsz,
                               self.mean, self.std, cfg.tail_from, seconds, cfg.tail_epochs, cfg.tail_lr,
-                              max(cfg.weight_decay, 0.01), cfg.tail_ema, cfg.batch, cfg.workers, device, cfg.seed)
+                              max(cfg.weight_decay, 0.01), cfg.tail_ema, cfg.batch, cfg.workers, device, cfg.seed,
+                              cfg.tail_probe_epochs, cfg.head_lr)
             return HeadStage(tail.best_metric, tail.best_epoch, tail.history, tail.infer_s_per_image, tail.imgsz, "tail")
         if stage != "head" or cfg.head_epochs <= 0:
             return None

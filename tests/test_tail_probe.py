@@ -1,5 +1,5 @@
-"""The tail stage's linear-probe start: the heads are fitted on the frozen tail's pooled features of the
-cached maps before the tail trains (``tail_probe_epochs``)."""
+"""The tail stage's probe candidate: a copy of the heads fitted on the frozen tail's pooled features of the
+cached maps is scored before the tail trains (``tail_probe_epochs``), so a run cut short keeps the probe."""
 from __future__ import annotations
 
 import copy
@@ -75,3 +75,16 @@ def test_the_probed_start_is_scored_as_a_candidate(probe_epochs: int, tmp_path: 
     history = pd.read_csv(result.run / "history.csv")
     assert (history["epoch"].iloc[0] == 0) == (probe_epochs > 0)
     assert result.metrics["best"]["value"] >= history["val_metric"].iloc[0]
+
+
+def test_a_tail_that_learns_nothing_leaves_the_probe_in_best_pt(tmp_path: Path) -> None:
+    """The tail trains from the original heads (not the probed copy): with a learning rate that moves
+    nothing, its checkpoints score like random heads and best.pt is the probe (epoch 0)."""
+    data, _ = task_data("classify", tmp_path / "data")
+    opts = {**options("classify"), "first_stage": "tail", "tail_from": 3, "tail_imgsz": 48, "tail_epochs": 2,
+            "tail_probe_epochs": 60, "tail_lr": 1e-12}
+    result = api.train("classify", data=str(data), out=str(tmp_path / "run"), epochs=0, val_fraction=0.25, **opts)
+    history = pd.read_csv(result.run / "history.csv")
+    probe, tail = history["val_metric"].iloc[0], history["val_metric"].iloc[1:]
+    assert probe > tail.max()
+    assert result.metrics["best"]["epoch"] == 0 and result.metrics["best"]["value"] == probe

@@ -134,9 +134,11 @@ def train_tail(net: ClassifierNet, train: LabelledSet, val: LabelledSet, score: 
                seed: int = 0, probe_epochs: int = 0, probe_lr: float = 3e-3) -> TailStageResult:
     """Train ``net``'s tail and heads on cached maps; leaves the best weights (by ``score`` on ``val``,
     or the last ones without a validation set) in ``net``. ``seconds``: the time allowed, caching
-    included (None: ``epochs`` passes over the training maps). ``probe_epochs`` > 0: first fit the heads
-    alone on the frozen tail's pooled features of the cached maps (a linear probe, then fine-tuning:
-    the new heads' first, random gradients do not reshape the pretrained tail)."""
+    included (None: ``epochs`` passes over the training maps). ``probe_epochs`` > 0 (with a validation
+    set): a copy of the heads is first fitted alone on the frozen tail's pooled features (a linear probe)
+    and scored as the first candidate, so a run cut short keeps at least the probe. The tail then trains
+    from the heads as they were: starting it from the probed heads (LP-FT) scored lower at 480 s on
+    TrashNet (0.880 and 0.878 against 0.885 and 0.918 on seeds 0 and 1)."""
     start = time.perf_counter()
     split = split_backbone(net.backbone, at)
     train_maps = cache_maps(split.stem, train, imgsz, mean, std, True, batch * 2, workers, device)
@@ -145,8 +147,6 @@ def train_tail(net: ClassifierNet, train: LabelledSet, val: LabelledSet, score: 
         if len(val) else None
     infer_s = (cached - start) / max(1, 2 * len(train))
     model = _TailNet(split.tail, net.head).to(device).train()
-    probe_loss = _probe_heads(model, train_maps, train, objective, probe_epochs, probe_lr, weight_decay, device, seed) \
-        if probe_epochs > 0 else math.nan
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
     ema = _Ema(model, ema_decay)
     task_index = torch.as_tensor(train.task_index)
@@ -160,16 +160,18 @@ def train_tail(net: ClassifierNet, train: LabelledSet, val: LabelledSet, score: 
     best = {"metric": -math.inf, "step": 0, "state": None}
     checks = 5  # validations spread over the run (cheap: the tail on cached maps)
 
-    def evaluate(step: int, losses: list[float]) -> None:
-        module = ema.module if ema else model
+    def evaluate(step: int, losses: list[float], module: nn.Module | None = None) -> None:
+        module = module or (ema.module if ema else model)
         metric = -float(np.mean(losses)) if val_maps is None else score(_probs(module, val_maps, val, objective))
         history.append({"stage": "tail", "epoch": round(step / per_epoch, 2), "train_loss": float(np.mean(losses)),
                         "val_metric": metric})
         if metric > best["metric"] or val_maps is None:
             best.update(metric=metric, step=step, state=copy.deepcopy(module.state_dict()))
 
-    if probe_epochs > 0 and val_maps is not None:
-        evaluate(0, [probe_loss])  # the probed start is a candidate: a run cut short keeps at least the probe
+    if probe_epochs > 0 and val_maps is not None:  # a fallback candidate; the tail trains from the heads as they were
+        probed = _TailNet(split.tail, copy.deepcopy(net.head)).to(device)
+        evaluate(0, [_probe_heads(probed, train_maps, train, objective, probe_epochs, probe_lr, weight_decay, device,
+                                  seed)], probed)
     order, pos, step, losses = torch.randperm(n, generator=generator), 0, 0, []
     threads = ThreadChooser(device)
     warm = 2 * len(threads.candidates) + 1  # steps timed to choose the threads, before the plan is made
@@ -243,7 +245,7 @@ def _probe_heads(model: _TailNet, train_maps: torch.Tensor, train: LabelledSet, 
             loss.backward()
             optimizer.step()
             step += 1
-    log.info("tail stage: heads fitted on the frozen tail's features first (%d epochs, loss %.4f, %.1fs)", epochs,
+    log.info("tail stage: linear probe of the heads on the frozen tail's features (%d epochs, loss %.4f, %.1fs)", epochs,
              loss.item(), time.perf_counter() - clock)
     return loss.item()
 

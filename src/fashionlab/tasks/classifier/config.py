@@ -27,8 +27,8 @@ class ClassifierConfig(RunConfig):
     tail_epochs: int = Field(15, ge=1)  # without a time budget: passes over the cached training maps
     tail_lr: float = Field(1e-3, gt=0)
     tail_ema: float = Field(0.99, ge=0, lt=1)  # EMA decay per step of the tail stage's weights
-    tail_probe_epochs: int = Field(20, ge=0)  # heads first fitted alone on the frozen tail's pooled features
-    # (a linear probe before the tail trains, LP-FT; 0: off): a run cut short keeps at least the probe
+    tail_probe_epochs: int = Field(20, ge=0)  # a copy of the heads fitted on the frozen tail's pooled features
+    # (a linear probe) is the tail stage's first candidate for best.pt: a run cut short keeps it (0: off)
     head_epochs: int = Field(30, ge=0)  # first_stage head: epochs on cached pooled features
     head_lr: float = Field(3e-3, gt=0)
     min_epochs: int = Field(6, ge=1)  # with a budget and auto imgsz: shrink images until this many fit

@@ -27,7 +27,7 @@ import yaml
 from fashionlab import api
 
 from . import retrieval, styles
-from .common import REPO, fashionlab, run
+from .common import REPO, commit, fashionlab, run
 from .splits import Split, attributes_split, classify_split
 
 BENCH = REPO / "benchmarks" / "bench"
@@ -113,6 +113,11 @@ def _summary(values: list[float]) -> dict[str, Any]:
             "sd": round(statistics.stdev(values), 4) if len(values) > 1 else None}
 
 
+def _commits(runs: list[dict[str, Any]]) -> list[str]:
+    """The commits the runs were measured at, in order of first use ('?' where a run predates the field)."""
+    return list(dict.fromkeys(r.get("commit", "?") for r in runs))
+
+
 def summarise(ds_name: str, runs: list[dict[str, Any]], seeds: list[int]) -> dict[str, Any]:
     """Per row: mean ± sd over the seeds (ddof 1); the plain loop at its best mean size."""
     def pick(row: str, imgsz: int | None = None) -> list[dict[str, Any]]:
@@ -125,7 +130,7 @@ def summarise(ds_name: str, runs: list[dict[str, Any]], seeds: list[int]) -> dic
         if got:
             out[row] = {**_summary([r["value"] for r in got]), "seeds": [r["seed"] for r in got],
                         "seconds": [r["seconds"] for r in got], "imgsz": [r.get("imgsz") for r in got],
-                        "test_imgsz": [r.get("test_imgsz") for r in got]}
+                        "test_imgsz": [r.get("test_imgsz") for r in got], "commits": _commits(got)}
     sizes = sorted({r["size"] for r in runs if r["row"] == "plain"})
     by_size = {s: _summary([r["value"] for r in pick("plain", s)]) | {"seeds": [r["seed"] for r in pick("plain", s)],
                                                                      "epochs": [r["epochs"] for r in pick("plain", s)]}
@@ -133,7 +138,8 @@ def summarise(ds_name: str, runs: list[dict[str, Any]], seeds: list[int]) -> dic
     if by_size:
         complete = {s: v for s, v in by_size.items() if len(v["values"]) == len(seeds)} or by_size
         best = max(complete, key=lambda s: complete[s]["mean"])
-        out["plain"] = {**by_size[best], "imgsz": best, "by_size": {str(s): v for s, v in by_size.items()}}
+        out["plain"] = {**by_size[best], "imgsz": best, "by_size": {str(s): v for s, v in by_size.items()},
+                        "commits": _commits(pick("plain", best))}
     first: dict[str, list[str]] = {}
     for row in ("fashionlab", "plain", "probe"):
         got = pick(row, out["plain"]["imgsz"] if row == "plain" and "plain" in out else None)
@@ -198,7 +204,7 @@ def benchmark(name: str, data: Path, work: Path, budget: float, seeds: list[int]
                 grid = ["--c-grid", "0.03,0.3"] if quick else []  # quick: a smaller inner CV
                 result = _script("probe", ds, split, base / "probe", ["--imgsz", "224", *grid], seed)
             runs.append({"row": row, "seed": seed, "size": size, "budget_s": budget, "n_train": split.n_train,
-                         "n_test": split.n_test, **result})
+                         "n_test": split.n_test, "commit": commit(), **result})
             save()
     used = [r for r in runs if r["budget_s"] == budget]
     return {"dataset": name, "task": ds.task, "metric": METRICS[ds.task],

@@ -49,6 +49,12 @@ def _verdicts(r: dict[str, Any]) -> list[tuple[str, bool]]:
     return out
 
 
+def _at(row: dict[str, Any], before: str = "; ", after: str = "") -> str:
+    """'; runs of commit X' when the row's runs say which commit measured them (older results do not)."""
+    commits = [c for c in row.get("commits", []) if c != "?"]
+    return f"{before}runs of commit {', '.join(commits)}{after}" if commits else ""
+
+
 def accuracy_lines(sec: dict[str, Any]) -> list[str]:
     """The accuracy table and its prose, generated from results.json alone (README block and results.md)."""
     rows, prose = [], []
@@ -66,13 +72,14 @@ def accuracy_lines(sec: dict[str, Any]) -> list[str]:
         text = [f"- **{r['dataset']}** ({r['protocol']}; {r.get('n_train', '?')} training / {r.get('n_test', '?')} "
                 f"test photos; seeds {seeds}; budget {r['budget_s']:.0f} s):"]
         if ours:
-            text.append(f"fashionlab {_pm(ours)} (per seed {', '.join(f'{v:.4f}' for v in ours['values'])}).")
+            text.append(f"fashionlab {_pm(ours)} (per seed {', '.join(f'{v:.4f}' for v in ours['values'])}"
+                        f"{_at(ours)}).")
         if plain:
             others = "; ".join(f"{s} px {_pm(v)}" for s, v in plain["by_size"].items() if int(s) != plain["imgsz"])
             text.append(f"Plain loop at its best size, {plain['imgsz']} px: {_pm(plain)}"
-                        + (f" (other sizes: {others})" if others else "") + ".")
+                        + (f" (other sizes: {others})" if others else "") + f"{_at(plain, '; ')}.")
         if probe:
-            text.append(f"Frozen probe at 224 px: {_pm(probe)}.")
+            text.append(f"Frozen probe at 224 px: {_pm(probe)}{_at(probe, ' (', ')')}.")
         for base, label in (("plain", "plain loop"), ("probe", "probe")):
             if r.get(f"delta_{base}"):
                 text.append(f"Δ vs the {label} {_pm(r[f'delta_{base}'], True)} (mean ± sd of the per-seed differences).")

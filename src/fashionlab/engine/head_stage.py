@@ -54,6 +54,32 @@ def _head_probs(net: ClassifierNet, feats: torch.Tensor, task_index: torch.Tenso
     return [p[: sizes[t]] for p, t in zip(probs, task_index.tolist())]
 
 
+def fit_heads(head: torch.nn.Module, feats: torch.Tensor, task_index: torch.Tensor, targets: torch.Tensor,
+              objective: Objective, epochs: int, lr: float, weight_decay: float, seed: int, schedule: str = "onecycle",
+              after_epoch: Callable[[int, float], None] | None = None, batch: int = 256) -> float:
+    """AdamW on cached features, ``schedule`` over all steps, shuffled batches drawn with ``seed``; calls
+    ``after_epoch(epoch, mean loss)`` after each epoch and returns the last epoch's mean loss. Batches go
+    to the head's device; ``feats`` may stay on the CPU."""
+    device = next(head.parameters()).device
+    optimizer = torch.optim.AdamW(head.parameters(), lr=lr, weight_decay=weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(schedule, epochs * max(1, -(-len(feats) // batch))))
+    generator = torch.Generator().manual_seed(seed)
+    mean_loss = float("nan")
+    for epoch in range(1, epochs + 1):
+        losses = []
+        for chunk in torch.randperm(len(feats), generator=generator).split(batch):
+            loss = objective(head(feats[chunk].to(device), task_index[chunk].to(device)), targets[chunk].to(device))
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+            losses.append(loss.item())
+        mean_loss = float(np.mean(losses))
+        if after_epoch is not None:
+            after_epoch(epoch, mean_loss)
+    return mean_loss
+
+
 def train_head(net: ClassifierNet, train: LabelledSet, val: LabelledSet, score: Callable[[list[np.ndarray]], float],
                imgsz: int, mean, std, epochs: int, lr: float, weight_decay: float, objective: Objective, batch: int,
                workers: int, device: str, seed: int = 0) -> HeadStageResult:
@@ -64,30 +90,21 @@ def train_head(net: ClassifierNet, train: LabelledSet, val: LabelledSet, score: 
     extract_s = time.perf_counter() - start
     infer = extract_s / max(1, len(train) + len(val))
     head = net.head.cpu().train()
-    t_train, y_train = torch.as_tensor(train.task_index), torch.as_tensor(train.targets)
     t_val = torch.as_tensor(val.task_index)
-    optimizer = torch.optim.AdamW(head.parameters(), lr=lr, weight_decay=weight_decay)
-    steps_per_epoch = max(1, int(np.ceil(len(train) / 256)))
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda("onecycle", epochs * steps_per_epoch))
-    generator = torch.Generator().manual_seed(seed)
     best_metric, best_epoch, best_state, history = -np.inf, 0, copy.deepcopy(head.state_dict()), []
-    for epoch in range(1, epochs + 1):
-        order = torch.randperm(len(train), generator=generator)
-        losses = []
-        for chunk in order.split(256):
-            loss = objective(head(f_train[chunk], t_train[chunk]), y_train[chunk])
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            scheduler.step()
-            losses.append(loss.item())
+
+    def after_epoch(epoch: int, train_loss: float) -> None:
+        nonlocal best_metric, best_epoch, best_state
         head.eval()
         with torch.no_grad():
-            metric = score(_head_probs(net, f_val, t_val, objective)) if len(val) else -float(np.mean(losses))
+            metric = score(_head_probs(net, f_val, t_val, objective)) if len(val) else -train_loss
         head.train()
-        history.append({"stage": "head", "epoch": epoch, "train_loss": float(np.mean(losses)), "val_metric": metric})
+        history.append({"stage": "head", "epoch": epoch, "train_loss": train_loss, "val_metric": metric})
         if metric > best_metric:
             best_metric, best_epoch, best_state = metric, epoch, copy.deepcopy(head.state_dict())
+
+    fit_heads(head, f_train, torch.as_tensor(train.task_index), torch.as_tensor(train.targets), objective, epochs, lr,
+              weight_decay, seed, "onecycle", after_epoch)
     head.load_state_dict(best_state)
     head.eval()
     return HeadStageResult(float(best_metric), best_epoch, history, extract_s, infer)

@@ -152,8 +152,8 @@ class ClassifierHooks(FitHooks):
         cfg = self.cfg
         stage = self._first_stage(net)
         if stage == "tail":
-            if seconds is not None:  # keep time to score best.pt on validation at the tail's size afterwards
-                seconds -= self.n_val * 0.02 * (cfg.tail_imgsz / 224) ** 2 + 5.0
+            if seconds is not None:  # keep time to write the run's files afterwards (scoring: train_tail reserves it)
+                seconds -= 5.0
             tail = train_tail(net, self.train_set, self.val_set, self._score_probs, self.objective, cfg.tail_imgsz,
                               self.mean, self.std, cfg.tail_from, seconds, cfg.tail_epochs, cfg.tail_lr,
                               max(cfg.weight_decay, 0.01), cfg.tail_ema, cfg.batch, cfg.workers, device, cfg.seed,

@@ -41,6 +41,7 @@ MAX_CACHE_BYTES = 3 * 2**30  # beyond this the maps do not stay in memory: the l
 # scoring best.pt on a validation photo afterwards costs this many times caching one view (measured on 2 cores at
 # 224 px: 48 ms a photo on TrashNet and 52 ms on clothing-256, against 12-16 ms a cached view)
 FINAL_SCORING_PER_VIEW = 4.0
+Mixer = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 
 
 @dataclass
@@ -53,14 +54,17 @@ class TailStageResult:
 
 
 class _TailNet(nn.Module):
-    """The trainable part: the backbone's tail (its own modules, shared with ``net``) and the heads."""
+    """The trainable part: the backbone's tail (its own modules, shared with ``net``) and the heads, with
+    the backbone's dropout before the heads (timm applies ``drop_rate`` after pooling; the split tail ends
+    at the pooling)."""
 
-    def __init__(self, tail: nn.Module, head: nn.Module) -> None:
+    def __init__(self, tail: nn.Module, head: nn.Module, drop: float = 0.0) -> None:
         super().__init__()
-        self.tail, self.head = tail, head
+        self.tail, self.head, self.drop = tail, head, nn.Dropout(drop)
 
     def forward(self, maps: torch.Tensor, task_index: torch.Tensor) -> torch.Tensor:
-        return self.head(self.tail(maps.contiguous(memory_format=torch.channels_last)).flatten(1), task_index)
+        pooled = self.tail(maps.contiguous(memory_format=torch.channels_last)).flatten(1)
+        return self.head(self.drop(pooled), task_index)
 
 
 def supports_tail(net: ClassifierNet, at: int) -> str:
@@ -135,14 +139,17 @@ def cache_maps(stem: nn.Module, data: LabelledSet, imgsz: int, mean, std, flip: 
 def train_tail(net: ClassifierNet, train: LabelledSet, val: LabelledSet, score: Callable[[list[np.ndarray]], float],
                objective: Objective, imgsz: int, mean, std, at: int, seconds: float | None, epochs: int, lr: float,
                weight_decay: float, ema_decay: float, batch: int, workers: int, device: str,
-               seed: int = 0, probe_epochs: int = 0, probe_lr: float = 3e-3) -> TailStageResult:
+               seed: int = 0, probe_epochs: int = 0, probe_lr: float = 3e-3, hflip: float = 0.5,
+               mix: Mixer | None = None) -> TailStageResult:
     """Train ``net``'s tail and heads on cached maps; leaves the best weights (by ``score`` on ``val``,
     or the last ones without a validation set) in ``net``. ``seconds``: the time allowed, caching
     and the later scoring of ``val`` by the caller included (None: ``epochs`` passes over the training maps). ``probe_epochs`` > 0 (with a validation
     set): a copy of the heads is first fitted alone on the frozen tail's pooled features (a linear probe)
     and scored as the first candidate, so a run cut short keeps at least the probe. The tail then trains
     from the heads as they were: starting it from the probed heads (LP-FT, commit 2f5305b) scored lower
-    at 480 s on TrashNet, 0.8828 ± 0.0066 against 0.9061 ± 0.0180 (3 seeds, README "What was tried")."""
+    at 480 s on TrashNet, 0.8828 ± 0.0066 against 0.9061 ± 0.0180 (3 seeds, README "What was tried").
+    ``hflip``: the chance a training map is the mirrored view; ``mix(maps, task_index, targets)`` returns
+    mixed maps and targets (the task's mixup / CutMix, applied to the cached maps)."""
     start = time.perf_counter()
     split = split_backbone(net.backbone, at)
     train_maps = cache_maps(split.stem, train, imgsz, mean, std, True, batch * 2, workers, device)
@@ -152,13 +159,13 @@ def train_tail(net: ClassifierNet, train: LabelledSet, val: LabelledSet, score: 
     infer_s = (cached - start) / max(1, 2 * len(train))
     if seconds is not None:  # time to score best.pt on every validation photo afterwards (decode + whole network)
         seconds -= len(val) * FINAL_SCORING_PER_VIEW * infer_s
-    model = _TailNet(split.tail, net.head).to(device).train()
+    model = _TailNet(split.tail, net.head, float(getattr(net.backbone, "drop_rate", 0.0))).to(device).train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
     ema = _Ema(model, ema_decay)
     task_index = torch.as_tensor(train.task_index)
     targets = torch.as_tensor(train.targets)
     generator = torch.Generator().manual_seed(seed)
-    augment = MapAugment(crop=None)
+    augment = MapAugment(crop=None, hflip=hflip)
     n, size = len(train), min(batch, len(train))
     per_epoch = max(1, math.ceil(n / size))
     total = epochs * per_epoch if seconds is None else None
@@ -194,12 +201,15 @@ def train_tail(net: ClassifierNet, train: LabelledSet, val: LabelledSet, score: 
             order, pos = torch.randperm(n, generator=generator), 0
         index = order[pos:pos + size]
         pos += size
-        maps = augment(train_maps[index], generator).to(device)
+        maps, rows, wanted = augment(train_maps[index], generator), task_index[index], targets[index]
+        if mix is not None:
+            maps, wanted = mix(maps, rows, wanted)
+        maps = maps.to(device)
         for group in optimizer.param_groups:
             group["lr"] = lr * _factor(step, total or 1000)
 
         def train_step() -> torch.Tensor:
-            loss = objective(model(maps, task_index[index].to(device)), targets[index].to(device))
+            loss = objective(model(maps, rows.to(device)), wanted.to(device))
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()

@@ -29,6 +29,11 @@ from ...models.net import ClassifierNet
 from .config import ClassifierConfig
 
 log = logging.getLogger(__name__)
+# options of the full fine-tune alone (the tail stage has its own tail_* options and honours the rest:
+# loss, label_smoothing, drop_rate, mixup, cutmix, mix_prob, hflip, weight_decay, batch)
+FINETUNE_ONLY = ("imgsz", "test_imgsz", "epochs", "optimizer", "lr", "backbone_lr_mult", "momentum", "schedule",
+                 "step_size", "stages", "frozen_fraction", "stage_lr_decay", "warmup_epochs", "ema_decay", "swa",
+                 "save_top_k", "patience", "val_every", "scale_min", "color_jitter", "freeze_bn", "min_epochs")
 
 
 def _targets(data: LabelledSet) -> list[tuple[int, np.ndarray]]:
@@ -145,6 +150,19 @@ class ClassifierHooks(FitHooks):
             return (self.n_train + self.n_val) * train_s_per_image / 3
         return 0.0
 
+    def _warn_unused_finetune_options(self) -> None:
+        """One line naming the options set away from their defaults that only the fine-tune stage reads,
+        when the tail stage takes the whole time budget (no fine-tune stage follows)."""
+        cfg = self.cfg
+        if cfg.tail_share < 1:
+            return
+        fields = type(cfg).model_fields
+        unused = [name for name in FINETUNE_ONLY if getattr(cfg, name) != fields[name].default]
+        if unused:
+            log.warning("%s: only the fine-tune stage reads %s, and this run has none (the tail stage takes the "
+                        "whole time budget); set tail_share below 1 or first_stage=none to use %s",
+                        ", ".join(unused), "it" if len(unused) == 1 else "them", "it" if len(unused) == 1 else "them")
+
     def _score_probs(self, probs: list[np.ndarray]) -> float:
         return float(self.task.score(probs, self.val_set, self.meta)[self.metric])
 
@@ -154,10 +172,16 @@ class ClassifierHooks(FitHooks):
         if stage == "tail":
             if seconds is not None:  # keep time to write the run's files afterwards (scoring: train_tail reserves it)
                 seconds -= 5.0
+                self._warn_unused_finetune_options()
+            mixing = cfg.mixup > 0 or cfg.cutmix > 0
+
+            def mix(maps: torch.Tensor, task_index: torch.Tensor, targets: torch.Tensor):
+                return mix_batch(maps, task_index, targets, cfg.mixup, cfg.cutmix, cfg.mix_prob, self.rng)
+
             tail = train_tail(net, self.train_set, self.val_set, self._score_probs, self.objective, cfg.tail_imgsz,
                               self.mean, self.std, cfg.tail_from, seconds, cfg.tail_epochs, cfg.tail_lr,
                               max(cfg.weight_decay, 0.01), cfg.tail_ema, cfg.batch, cfg.workers, device, cfg.seed,
-                              cfg.tail_probe_epochs, cfg.head_lr)
+                              cfg.tail_probe_epochs, cfg.head_lr, cfg.hflip, mix if mixing else None)
             return HeadStage(tail.best_metric, tail.best_epoch, tail.history, tail.infer_s_per_image, tail.imgsz, "tail")
         if stage != "head" or cfg.head_epochs <= 0:
             return None

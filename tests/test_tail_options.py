@@ -1,0 +1,76 @@
+"""Options the tail stage honours (mixup / CutMix on the cached maps, hflip, the backbone's dropout) and
+the one-line warning for fine-tune options a run that spends its whole budget on the tail never reads."""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from fashionlab import api
+from fashionlab.engine import tail_stage
+from fashionlab.tasks import get_task
+from fashionlab.tasks.classifier import hooks as classifier_hooks
+from fashionlab.tasks.classifier.hooks import ClassifierHooks
+
+from .test_fit_contract import options, task_data
+
+TAIL = {"first_stage": "tail", "tail_from": 3, "tail_imgsz": 48, "tail_epochs": 1, "tail_probe_epochs": 0}
+
+
+def test_dropout_before_the_heads_is_active_in_training_only() -> None:
+    torch.manual_seed(0)
+    head = nn.Linear(8, 2)
+    model = tail_stage._TailNet(nn.Sequential(nn.Conv2d(4, 8, 1), nn.AdaptiveAvgPool2d(1)),
+                                lambda feats, task_index: head(feats), drop=0.5)
+    maps, rows = torch.randn(16, 4, 3, 3), torch.zeros(16, dtype=torch.long)
+    assert not torch.equal(model.train()(maps, rows), model(maps, rows))
+    model.eval()
+    assert torch.equal(model(maps, rows), model(maps, rows))
+
+
+def test_tail_stage_mixes_maps_and_uses_hflip_and_drop_rate(tmp_path: Path, monkeypatch) -> None:
+    """cutmix / hflip / drop_rate reach the tail stage: CutMix runs on cached maps (many channels, not
+    RGB), MapAugment gets hflip, the trained module gets the backbone's drop_rate."""
+    mixed_shapes, flips, drops = [], [], []
+    real_mix, real_augment, real_net = classifier_hooks.mix_batch, tail_stage.MapAugment, tail_stage._TailNet
+
+    def spy_mix(maps, *args, **kwargs):
+        mixed_shapes.append(tuple(maps.shape))
+        return real_mix(maps, *args, **kwargs)
+
+    def spy_augment(*args, **kwargs):
+        flips.append(kwargs.get("hflip"))
+        return real_augment(*args, **kwargs)
+
+    class SpyNet(real_net):
+        def __init__(self, tail, head, drop: float = 0.0) -> None:
+            drops.append(drop)
+            super().__init__(tail, head, drop)
+
+    monkeypatch.setattr(classifier_hooks, "mix_batch", spy_mix)
+    monkeypatch.setattr(tail_stage, "MapAugment", spy_augment)
+    monkeypatch.setattr(tail_stage, "_TailNet", SpyNet)
+    data, _ = task_data("classify", tmp_path / "data")
+    opts = {**options("classify"), **TAIL, "cutmix": 1.0, "hflip": 0.0, "drop_rate": 0.3}
+    api.train("classify", data=str(data), out=str(tmp_path / "run"), epochs=0, val_fraction=0.25, **opts)
+    assert mixed_shapes and all(len(s) == 4 and s[1] > 3 for s in mixed_shapes), mixed_shapes
+    assert flips == [0.0]
+    assert drops == [pytest.approx(0.3)]
+
+
+@pytest.mark.parametrize(("extra", "named"), [({"scale_min": 0.3, "lr": 0.01}, "lr, scale_min"),
+                                              ({"tail_share": 0.5, "scale_min": 0.3}, None),
+                                              ({"mixup": 0.2, "drop_rate": 0.1}, None)])
+def test_unused_finetune_options_are_named_once(extra: dict, named: str | None, tmp_path: Path, caplog) -> None:
+    task = get_task("classify")
+    cfg = task.config_class(data=str(tmp_path), time_budget=60, **extra)
+    with caplog.at_level(logging.WARNING):
+        ClassifierHooks(task, cfg)._warn_unused_finetune_options()
+    lines = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    if named is None:
+        assert not lines
+    else:
+        assert len(lines) == 1 and lines[0].startswith(f"{named}: only the fine-tune stage reads them"), lines

@@ -1,4 +1,4 @@
-"""Options the tail stage honours (mixup / CutMix on the cached maps, hflip, the backbone's dropout) and
+"""Options the tail stage honours (mixup / CutMix on the cached maps, hflip, tail_drop_rate) and
 the one-line warning for fine-tune options a run that spends its whole budget on the tail never reads."""
 from __future__ import annotations
 
@@ -32,8 +32,8 @@ def test_dropout_before_the_heads_is_active_in_training_only() -> None:
 
 
 def test_tail_stage_mixes_maps_and_uses_hflip_and_drop_rate(tmp_path: Path, monkeypatch) -> None:
-    """cutmix / hflip / drop_rate reach the tail stage: CutMix runs on cached maps (many channels, not
-    RGB), MapAugment gets hflip, the trained module gets the backbone's drop_rate."""
+    """cutmix / hflip / tail_drop_rate reach the tail stage: CutMix runs on cached maps (many channels,
+    not RGB), MapAugment gets hflip, the trained module gets tail_drop_rate."""
     mixed_shapes, flips, drops = [], [], []
     real_mix, real_augment, real_net = classifier_hooks.mix_batch, tail_stage.MapAugment, tail_stage._TailNet
 
@@ -54,16 +54,16 @@ def test_tail_stage_mixes_maps_and_uses_hflip_and_drop_rate(tmp_path: Path, monk
     monkeypatch.setattr(tail_stage, "MapAugment", spy_augment)
     monkeypatch.setattr(tail_stage, "_TailNet", SpyNet)
     data, _ = task_data("classify", tmp_path / "data")
-    opts = {**options("classify"), **TAIL, "cutmix": 1.0, "hflip": 0.0, "drop_rate": 0.3}
+    opts = {**options("classify"), **TAIL, "cutmix": 1.0, "hflip": 0.0, "tail_drop_rate": 0.3}
     api.train("classify", data=str(data), out=str(tmp_path / "run"), epochs=0, val_fraction=0.25, **opts)
     assert mixed_shapes and all(len(s) == 4 and s[1] > 3 for s in mixed_shapes), mixed_shapes
     assert flips == [0.0]
     assert drops == [pytest.approx(0.3)]
 
 
-@pytest.mark.parametrize(("extra", "named"), [({"scale_min": 0.3, "lr": 0.01}, "lr, scale_min"),
+@pytest.mark.parametrize(("extra", "named"), [({"scale_min": 0.3, "drop_rate": 0.5}, "drop_rate, scale_min"),
                                               ({"tail_share": 0.5, "scale_min": 0.3}, None),
-                                              ({"mixup": 0.2, "drop_rate": 0.1}, None)])
+                                              ({"mixup": 0.2, "tail_drop_rate": 0.1}, None)])
 def test_unused_finetune_options_are_named_once(extra: dict, named: str | None, tmp_path: Path, caplog) -> None:
     task = get_task("classify")
     cfg = task.config_class(data=str(tmp_path), time_budget=60, **extra)

@@ -55,8 +55,7 @@ class TailStageResult:
 
 class _TailNet(nn.Module):
     """The trainable part: the backbone's tail (its own modules, shared with ``net``) and the heads, with
-    the backbone's dropout before the heads (timm applies ``drop_rate`` after pooling; the split tail ends
-    at the pooling)."""
+    dropout ``drop`` on the pooled features before the heads."""
 
     def __init__(self, tail: nn.Module, head: nn.Module, drop: float = 0.0) -> None:
         super().__init__()
@@ -140,7 +139,7 @@ def train_tail(net: ClassifierNet, train: LabelledSet, val: LabelledSet, score: 
                objective: Objective, imgsz: int, mean, std, at: int, seconds: float | None, epochs: int, lr: float,
                weight_decay: float, ema_decay: float, batch: int, workers: int, device: str,
                seed: int = 0, probe_epochs: int = 0, probe_lr: float = 3e-3, hflip: float = 0.5,
-               mix: Mixer | None = None) -> TailStageResult:
+               mix: Mixer | None = None, drop: float = 0.0) -> TailStageResult:
     """Train ``net``'s tail and heads on cached maps; leaves the best weights (by ``score`` on ``val``,
     or the last ones without a validation set) in ``net``. ``seconds``: the time allowed, caching
     and the later scoring of ``val`` by the caller included (None: ``epochs`` passes over the training maps). ``probe_epochs`` > 0 (with a validation
@@ -149,7 +148,8 @@ def train_tail(net: ClassifierNet, train: LabelledSet, val: LabelledSet, score: 
     from the heads as they were: starting it from the probed heads (LP-FT, commit 2f5305b) scored lower
     at 480 s on TrashNet, 0.8828 ± 0.0066 against 0.9061 ± 0.0180 (3 seeds, README "What was tried").
     ``hflip``: the chance a training map is the mirrored view; ``mix(maps, task_index, targets)`` returns
-    mixed maps and targets (the task's mixup / CutMix, applied to the cached maps)."""
+    mixed maps and targets (the task's mixup / CutMix, applied to the cached maps); ``drop``: dropout on
+    the pooled features before the heads."""
     start = time.perf_counter()
     split = split_backbone(net.backbone, at)
     train_maps = cache_maps(split.stem, train, imgsz, mean, std, True, batch * 2, workers, device)
@@ -159,7 +159,7 @@ def train_tail(net: ClassifierNet, train: LabelledSet, val: LabelledSet, score: 
     infer_s = (cached - start) / max(1, 2 * len(train))
     if seconds is not None:  # time to score best.pt on every validation photo afterwards (decode + whole network)
         seconds -= len(val) * FINAL_SCORING_PER_VIEW * infer_s
-    model = _TailNet(split.tail, net.head, float(getattr(net.backbone, "drop_rate", 0.0))).to(device).train()
+    model = _TailNet(split.tail, net.head, drop).to(device).train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
     ema = _Ema(model, ema_decay)
     task_index = torch.as_tensor(train.task_index)

@@ -30,8 +30,8 @@ from .config import ClassifierConfig
 
 log = logging.getLogger(__name__)
 # options of the full fine-tune alone (the tail stage has its own tail_* options and honours the rest:
-# loss, label_smoothing, drop_rate, mixup, cutmix, mix_prob, hflip, weight_decay, batch)
-FINETUNE_ONLY = ("imgsz", "test_imgsz", "epochs", "optimizer", "lr", "backbone_lr_mult", "momentum", "schedule",
+# loss, label_smoothing, mixup, cutmix, mix_prob, hflip, weight_decay, batch)
+FINETUNE_ONLY = ("drop_rate", "imgsz", "test_imgsz", "epochs", "optimizer", "lr", "backbone_lr_mult", "momentum", "schedule",
                  "step_size", "stages", "frozen_fraction", "stage_lr_decay", "warmup_epochs", "ema_decay", "swa",
                  "save_top_k", "patience", "val_every", "scale_min", "color_jitter", "freeze_bn", "min_epochs")
 
@@ -181,7 +181,8 @@ class ClassifierHooks(FitHooks):
             tail = train_tail(net, self.train_set, self.val_set, self._score_probs, self.objective, cfg.tail_imgsz,
                               self.mean, self.std, cfg.tail_from, seconds, cfg.tail_epochs, cfg.tail_lr,
                               max(cfg.weight_decay, 0.01), cfg.tail_ema, cfg.batch, cfg.workers, device, cfg.seed,
-                              cfg.tail_probe_epochs, cfg.head_lr, cfg.hflip, mix if mixing else None)
+                              cfg.tail_probe_epochs, cfg.head_lr, cfg.hflip, mix if mixing else None,
+                              cfg.tail_drop_rate)
             return HeadStage(tail.best_metric, tail.best_epoch, tail.history, tail.infer_s_per_image, tail.imgsz, "tail")
         if stage != "head" or cfg.head_epochs <= 0:
             return None

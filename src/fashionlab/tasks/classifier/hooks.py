@@ -49,6 +49,8 @@ class ClassifierHooks(FitHooks):
         self.task = task
         self.metric, self.higher_is_better = task.metric, task.higher_is_better
         self.rng = np.random.default_rng(cfg.seed)  # mixup/CutMix draws
+        # as the user gave them: the engine later fills in imgsz (auto size) on the same config object
+        self._given = {name: getattr(cfg, name) for name in FINETUNE_ONLY}
         self.objective: Objective | None = None
 
     # -- data ------------------------------------------------------------------------------------
@@ -157,7 +159,7 @@ class ClassifierHooks(FitHooks):
         if cfg.tail_share < 1:
             return
         fields = type(cfg).model_fields
-        unused = [name for name in FINETUNE_ONLY if getattr(cfg, name) != fields[name].default]
+        unused = [name for name, value in self._given.items() if value != fields[name].default]
         if unused:
             log.warning("%s: only the fine-tune stage reads %s, and this run has none (the tail stage takes the "
                         "whole time budget); set tail_share below 1 or first_stage=none to use %s",

@@ -267,23 +267,25 @@ class StepPlanner:
     def __init__(self, warm: int, deadline: float, probe: int = 4, block: int = 10) -> None:
         self.warm, self.deadline, self.probe, self.block = warm, deadline, probe, block
         self.origin = warm + probe  # blocks are counted from here
-        self.total: int | None = None
         self._replanner: Replanner | None = None
         self._mark = 0.0  # time at the last boundary (the end of warm-up, then of each block)
+
+    @property
+    def total(self) -> int | None:
+        """The planned number of steps in all (None until planned)."""
+        return None if self._replanner is None else self.origin + self._replanner.epochs * self.block
 
     def after_step(self, step: int, now: float) -> int | None:
         """``step`` steps are done at ``now``: the planned number of steps in all (None until planned)."""
         if step == self.warm:
             self._mark = now
-        elif step == self.origin and self.total is None:
+        elif step == self.origin and self._replanner is None:
             per_step = max((now - self._mark) / self.probe, 1e-6)
             blocks = max(1, int((self.deadline - now) * 0.97 / (per_step * self.block)))
             self._replanner = Replanner(blocks, self.deadline, None, [per_step * self.block], "block")
-            self.total, self._mark = self.origin + blocks * self.block, now
+            self._mark = now
         elif self._replanner is not None and step > self.origin and (step - self.origin) % self.block == 0:
-            blocks = self._replanner.after_epoch((step - self.origin) // self.block, now - self._mark, now)
-            if blocks is not None:
-                self.total = self.origin + blocks * self.block
+            self._replanner.after_epoch((step - self.origin) // self.block, now - self._mark, now)
             self._mark = now
         return self.total
 

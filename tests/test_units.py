@@ -221,6 +221,27 @@ def test_offline_weights_load_onto_both_efficientnet_lite_layouts() -> None:
     assert tf.model.bn1.eps == 1e-3 and plain.model.bn1.eps == 1e-5  # TF BatchNorm eps vs timm's default
 
 
+def test_thread_chooser_does_not_time_the_first_call(monkeypatch):
+    import torch
+
+    from fashionlab.engine import tail_stage
+
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
+    monkeypatch.setattr(torch, "set_num_threads", lambda n: used.append(n))
+    used: list[int] = []
+    cost = {2: [5.0, 0.1], 1: [0.2]}  # seconds a call: the first 2-thread call pays one-off set-up
+    now = [0.0]
+    monkeypatch.setattr(tail_stage.time, "perf_counter", lambda: now[0])
+
+    def work() -> None:
+        now[0] += cost[used[-1]].pop(0)
+
+    chooser = tail_stage.ThreadChooser("cpu", trials=1)
+    for _ in range(3):
+        chooser.run(work, 1)
+    assert used == [2, 2, 1] and chooser.chosen == 2  # the 5 s warm-up call was not held against 2 threads
+
+
 def test_tail_step_planner_shrinks_under_load_and_extends_when_it_eases():
     from fashionlab.engine.tail_stage import StepPlanner
 

@@ -87,9 +87,9 @@ class ThreadChooser:
     keeps the fastest per item. On a shared CPU, threads that wait for each other spin: measured on 2
     cores with 3 other processes running, a tail step took 4.5 s with 2 threads and 0.49 s with 1, the
     map caching 0.117 s per view with 2 and 0.058 with 1; on an idle machine 2 threads win. The first
-    ``warmup`` calls are not timed: the very first call pays one-off set-up (an idle clothing-256 run timed
-    its first caching batch at 144.8 ms a photo with 2 threads against 113.6 with 1, and cached at 1
-    thread, where 2 threads take 85)."""
+    ``warmup`` calls are not timed: the very first call pays one-off set-up (an idle clothing-256 run with
+    efficientnet_lite2 timed its first caching batch at 144.8 ms a photo with 2 threads against 113.6
+    with 1 and cached at 1 thread; untimed warm-up: 2 threads, 64.8 ms)."""
 
     def __init__(self, device: str, trials: int = 2, warmup: int = 1) -> None:
         self.enabled = device == "cpu" and torch.get_num_threads() > 1

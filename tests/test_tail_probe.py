@@ -75,6 +75,7 @@ def test_the_probed_start_is_scored_as_a_candidate(probe_epochs: int, tmp_path: 
     history = pd.read_csv(result.run / "history.csv")
     assert (history["epoch"].iloc[0] == 0) == (probe_epochs > 0)
     assert result.metrics["best"]["value"] >= history["val_metric"].iloc[0]
+    assert opts["imgsz"] != 48 and result.metrics["best"]["train_imgsz"] == 48  # the size the tail trained at
 
 
 def test_a_tail_that_learns_nothing_leaves_the_probe_in_best_pt(tmp_path: Path) -> None:

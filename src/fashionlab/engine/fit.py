@@ -161,7 +161,7 @@ def _train(hooks: FitHooks, net: torch.nn.Module, files: RunFiles, rank: int, ha
     def info(metric: float, stage: str, epoch: int) -> dict[str, Any]:
         return {"metric": hooks.metric, "value": None if math.isnan(metric) else metric, "lower_is_better": not higher,
                 "stage": stage,
-                "epoch": epoch, "train_imgsz": cfg.imgsz}
+                "epoch": epoch, "train_imgsz": stage_size.get(stage, cfg.imgsz)}  # the tail trains at tail_imgsz
 
     def save_if_best(metric: float, stage: str, epoch: int) -> bool:
         if not better(metric, best["metric"]):

@@ -96,6 +96,7 @@ class ThreadChooser:
         self.candidates = sorted({torch.get_num_threads(), 1}, reverse=True) if self.enabled else []
         self.trials, self.seconds = trials, {n: [] for n in self.candidates}
         self.warmup = warmup if self.enabled else 0
+        self._untimed_left = self.warmup
         self.chosen: int | None = None if self.enabled else torch.get_num_threads()
         self._previous = torch.get_num_threads()
 
@@ -105,10 +106,18 @@ class ThreadChooser:
     def __exit__(self, *exc) -> None:
         torch.set_num_threads(self._previous)
 
+    @property
+    def calls_to_choose(self) -> int:
+        """Calls of ``run`` before the thread count is chosen (untimed warm-up, then the trials)."""
+        return self.warmup + self.trials * len(self.candidates)
+
     def run(self, work: Callable[[], object], items: int) -> object:
-        if self.chosen is not None or self.warmup > 0:
-            torch.set_num_threads(self.chosen or self.candidates[0])
-            self.warmup -= self.chosen is None
+        if self.chosen is not None:
+            torch.set_num_threads(self.chosen)
+            return work()
+        if self._untimed_left > 0:
+            self._untimed_left -= 1
+            torch.set_num_threads(self.candidates[0])
             return work()
         threads = next(n for n in self.candidates if len(self.seconds[n]) < self.trials)
         torch.set_num_threads(threads)
@@ -193,8 +202,8 @@ def train_tail(net: ClassifierNet, train: LabelledSet, val: LabelledSet, score: 
                                   seed)], probed)
     order, pos, step, losses = torch.randperm(n, generator=generator), 0, 0, []
     threads = ThreadChooser(device)
-    # steps timed to choose the threads come first; the plan is made from steps at the chosen thread count
-    planner = StepPlanner(threads.warmup + threads.trials * len(threads.candidates) + 1, start + seconds) if seconds is not None else None
+    # the steps that choose the threads come first; the plan is made from steps at the chosen thread count
+    planner = StepPlanner(threads.calls_to_choose + 1, start + seconds) if seconds is not None else None
     while total is None or step < total:
         if planner is not None:
             total = planner.after_step(step, time.perf_counter())

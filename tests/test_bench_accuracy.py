@@ -109,3 +109,14 @@ def test_generated_text_states_deltas_and_verdicts_from_the_figures():
     row["target"] = 0.95
     text = "\n".join(accuracy_lines({"rows": [row], "quick": False}))
     assert "mean ≥ target 0.95: NO" in text and "hold on 0 of 1 datasets" in text
+
+
+def test_rendered_commands_drop_the_machines_own_folders():
+    from bench.render import portable
+
+    ran = ("/root/.pyenv/versions/3.11.7/bin/python /work/main/benchmarks/bench/probe.py --train "
+           "/work/exp/bw/accuracy/trashnet/seed0/split/train --test /srv/shared/data/clothing-256/validation "
+           "--weights benchmarks/out/suite/memory/best.pt")
+    assert portable(ran) == ("python benchmarks/bench/probe.py --train $WORK/accuracy/trashnet/seed0/split/train "
+                             "--test ../shared/data/clothing-256/validation --weights benchmarks/out/suite/memory/best.pt")
+    assert portable("python benchmarks/run.py --resume --work /tmp/bw") == "python benchmarks/run.py --resume --work $WORK"

@@ -1,9 +1,25 @@
 """results.json -> results.md: a table per section, with the machine, date, commit and commands."""
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from .common import table
+
+# results.json keeps each command exactly as it ran; the rendered tables show it without the machine's own
+# folders: the interpreter as `python`, the script relative to the repository, run folders under $WORK
+_PORTABLE = ((re.compile(r"\S*/bin/python[\d.]*(?=\s)"), "python"),
+             (re.compile(r"\S*/(benchmarks/\S+\.py)"), r"\1"),
+             (re.compile(r"\S*/shared/data/"), "../shared/data/"),
+             (re.compile(r"(--work )\S+"), r"\1$WORK"),
+             (re.compile(r"(?<!\S)/\S*?/((?:accuracy|speed|memory|scaling)/)"), r"$WORK/\1"))
+
+
+def portable(command: str) -> str:
+    """The command as another machine would type it (see _PORTABLE)."""
+    for pattern, replacement in _PORTABLE:
+        command = pattern.sub(replacement, command)
+    return command
 
 
 def _header(meta: dict[str, Any]) -> list[str]:
@@ -12,7 +28,7 @@ def _header(meta: dict[str, Any]) -> list[str]:
     return [f"# fashionlab benchmark results ({mode})", "",
             f"- machine: {m.get('cpu')}, {m.get('cores')} cores, {m.get('memory_gib')} GiB RAM, GPU: {m.get('gpu')}; "
             f"torch {m.get('torch')} ({m.get('torch_threads')} threads), Python {m.get('python')}",
-            f"- date: {meta.get('date')}; commit: {meta.get('commit')}", f"- command: `{meta.get('command')}`", ""]
+            f"- date: {meta.get('date')}; commit: {meta.get('commit')}", f"- command: `{portable(str(meta.get('command')))}`", ""]
 
 
 def _pm(summary: dict[str, Any] | None, signed: bool = False) -> str:
@@ -106,8 +122,9 @@ def accuracy_lines(sec: dict[str, Any]) -> list[str]:
                 + (f" ({', '.join(wins)})" if wins else "") + "."]
     with_cmds = [r for r in sec.get("rows", []) if r.get("commands")]
     if with_cmds:
-        out += ["", "Commands (the first seed's; the other seeds differ only in the seed and the split folder):", ""]
-        out += [f"- {r['dataset']}, {row}: " + " then ".join(f"`{c}`" for c in cmds)
+        out += ["", "Commands (the first seed's; the other seeds differ only in the seed and the split folder; "
+                "$WORK is run.py's `--work` folder, results.json keeps the exact paths):", ""]
+        out += [f"- {r['dataset']}, {row}: " + " then ".join(f"`{portable(c)}`" for c in cmds)
                 for r in with_cmds for row, cmds in r["commands"].items()]
     out += [f"- {n}" for n in sec.get("notes", [])]
     return out + [""]
@@ -123,7 +140,7 @@ def _speed(sec: dict[str, Any]) -> list[str]:
     p = sec["pipeline"]
     rows = [[r["decoder"], r["decoded_size"], r["decode_images_per_s"], r["decode_augment_images_per_s"]]
             for r in p["rows"]]
-    out += [f"### Data pipeline, one core (JPEGs from `{p['source']}`, augmented to {p['imgsz']} px)", "",
+    out += [f"### Data pipeline, one core (JPEGs from `{portable(str(p['source']))}`, augmented to {p['imgsz']} px)", "",
             table(["decoder", "decoded size", "decode only (img/s)", "decode + augment (img/s)"], rows), ""]
     i = sec["inference"]
     base = i["runtimes"]["pytorch eager"]["images_per_s"]
@@ -147,7 +164,7 @@ def _memory(sec: dict[str, Any]) -> list[str]:
     rows = [[r["images"], r["imgsz"], r["peak_rss_mib"], r["seconds"], r["images_per_s"]] for r in sec["predict"]]
     out = ["## Memory (peak PSS of the whole process tree: data workers included, shared pages counted once)", "",
            table(["predict images", "px", "peak RSS MiB", "seconds", "images/s"], rows), ""]
-    out += [f"- `{r['command']}`" for r in sec["predict"]]
+    out += [f"- `{portable(r['command'])}`" for r in sec["predict"]]
     if sec.get("train"):
         out += ["", table(["training run (accuracy section)", "peak RSS MiB"],
                           [[r["dataset"], r["peak_rss_mib"]] for r in sec["train"]])]

@@ -2,6 +2,7 @@
 
     python benchmarks/retrieval_variants.py NAME [--set key=value ...]   # train + index + search + evaluate
     python benchmarks/retrieval_variants.py --rescore RUN/weights/best.pt [--untrained 16,32]
+    python benchmarks/retrieval_variants.py --summarise OUT   # OUT/NAME_sSEED.json (this script's output) -> table
 
 The split is ``bench/retrieval.py``'s (seed ``--seed``, written under ``--work``). ``--rescore`` embeds
 the gallery and queries once (no flip) and scores several ``raw_weight`` mixes of the same weights;
@@ -71,6 +72,35 @@ def rescore(split_dir: Path, weights: list[Path], untrained: list[int]) -> dict[
     return out
 
 
+def summarise(folder: Path) -> str:
+    """A markdown table of every ``NAME_sSEED.json`` in ``folder``: mean ± sd (ddof 1) over the seeds per NAME."""
+    runs: dict[str, dict[int, dict]] = {}
+    for path in sorted(folder.glob("*_s*.json")):
+        name, _, seed = path.stem.rpartition("_s")
+        text = path.read_text()  # the commands the run printed ("$ ..." lines), then the JSON
+        runs.setdefault(name, {})[int(seed)] = json.loads(text[text.index("\n{") + 1:] if not text.startswith("{") else text)
+
+    def pm(values: list[float]) -> str:
+        sd = f" ± {np.std(values, ddof=1):.3f}" if len(values) > 1 else ""
+        return f"{np.mean(values):.3f}{sd}"
+
+    lines = ["| variant | options | seeds | test mAP@10 | per seed | test R@1 | epochs | run val mAP@10 |",
+             "|---|---|---|---|---|---|---|---|"]
+    for name, by_seed in runs.items():
+        seeds = sorted(by_seed)
+        rows = [by_seed[s] for s in seeds]
+        epochs = []
+        for r in rows:
+            metrics = Path(r["command"].split("--out ")[1].split()[0]) / "metrics.json"
+            epochs.append(json.loads(metrics.read_text())["best"]["epoch"] if metrics.is_file() else "?")
+        values = [r["value"] for r in rows]
+        lines.append(f"| {name} | {' '.join(rows[0]['options']) or 'default'} | {','.join(map(str, seeds))} | "
+                     f"{pm(values)} | {' / '.join(f'{v:.3f}' for v in values)} | "
+                     f"{pm([r['recall@1'] for r in rows])} | {'/'.join(map(str, epochs))} | "
+                     f"{pm([r['val_map@10'] for r in rows])} |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("name", nargs="?", help="variant name (its folder under --work)")
@@ -82,7 +112,11 @@ def main() -> None:
     parser.add_argument("--budget", type=float, default=480.0)
     parser.add_argument("--rescore", type=Path, action="append", default=[])
     parser.add_argument("--untrained", default="", help="strides, e.g. 16,32")
+    parser.add_argument("--summarise", type=Path, help="print the table of the NAME_sSEED.json files in this folder")
     args = parser.parse_args()
+    if args.summarise:
+        print(summarise(args.summarise))
+        return
     split_dir = args.work / f"split{args.seed}"
     if not (split_dir / "matches.csv").is_file():
         retrieval_split(args.data, split_dir, args.seed)

@@ -120,3 +120,12 @@ def test_rendered_commands_drop_the_machines_own_folders():
     assert portable(ran) == ("python benchmarks/bench/probe.py --train $WORK/accuracy/trashnet/seed0/split/train "
                              "--test ../shared/data/clothing-256/validation --weights benchmarks/out/suite/memory/best.pt")
     assert portable("python benchmarks/run.py --resume --work /tmp/bw") == "python benchmarks/run.py --resume --work $WORK"
+
+
+def test_rarest_tags_are_averaged_per_row_over_the_seeds_that_hold_them():
+    from bench.render import _rarest
+
+    runs = [{"row": "fashionlab", "rarest": {"a": {"train_images": 10, "f2": 1.0}, "b": {"train_images": 30, "f2": 0.5}}},
+            {"row": "fashionlab", "rarest": {"a": {"train_images": 12, "f2": 0.8}}},
+            {"row": "probe", "rarest": {"a": {"train_images": 10, "f2": 0.7}}}]
+    assert _rarest(runs) == "a (11) 0.900 / 0.700; b (30) 0.500 / —"

@@ -71,6 +71,23 @@ def _at(row: dict[str, Any], before: str = "; ", after: str = "") -> str:
     return f"{before}runs of commit {', '.join(commits)}{after}" if commits else ""
 
 
+def _rarest(runs: list[dict[str, Any]]) -> str:
+    """'tag (training photos) F2 fashionlab / probe; …' for the rarest tags the multi-label runs stored."""
+    by_tag: dict[str, dict[str, list[float]]] = {}
+    for run in runs:
+        for tag, got in (run.get("rarest") or {}).items():
+            cell = by_tag.setdefault(tag, {"photos": [], "fashionlab": [], "probe": []})
+            cell["photos"].append(got["train_images"])
+            cell.setdefault(run["row"], []).append(got["f2"])
+
+    def mean(values: list[float]) -> str:
+        return f"{sum(values) / len(values):.3f}" if values else "—"
+
+    cells = sorted(by_tag.items(), key=lambda kv: sum(kv[1]["photos"]) / len(kv[1]["photos"]))
+    return "; ".join(f"{tag} ({round(sum(c['photos']) / len(c['photos']))}) {mean(c['fashionlab'])} / {mean(c['probe'])}"
+                     for tag, c in cells)
+
+
 def accuracy_lines(sec: dict[str, Any]) -> list[str]:
     """The accuracy table and its prose, generated from results.json alone (README block and results.md)."""
     rows, prose = [], []
@@ -99,6 +116,10 @@ def accuracy_lines(sec: dict[str, Any]) -> list[str]:
         for base, label in (("plain", "plain loop"), ("probe", "probe")):
             if r.get(f"delta_{base}"):
                 text.append(f"Δ vs the {label} {_pm(r[f'delta_{base}'], True)} (mean ± sd of the per-seed differences).")
+        rarest = _rarest(sec.get("runs", {}).get(r["dataset"], []))
+        if rarest:
+            text.append("Rarest tags in each seed's training split (training photos; per-label F2 of fashionlab / "
+                        f"the probe, mean over the seeds whose split has the tag among its five rarest): {rarest}.")
         if verdicts:
             text.append("Conditions: " + "; ".join(f"{what}: {'yes' if ok else 'NO'}" for what, ok in verdicts) + ".")
         prose.append(" ".join(text))

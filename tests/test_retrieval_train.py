@@ -26,7 +26,7 @@ def test_train_predict_evaluate(items: Path, tmp_path: Path) -> None:
                        **TINY_RETRIEVAL)
     payload = torch.load(result.best, map_location="cpu", weights_only=True)  # safe format
     assert payload["format"] == "fashionlab-retrieval-1" and not payload["head_conv"] and payload["raw_weight"] == 0
-    assert payload["dim"] == 13 * 16
+    assert payload["frozen_weight"] == 0 and payload["dim"] == 13 * 16  # no pretrained weights: no frozen copy
     assert not any(k.startswith("classifiers.") for k in payload["state_dict"])  # ID heads left out
     metrics = json.loads((result.run / "metrics.json").read_text())
     assert metrics["metric"] == "map@10" and 0.0 <= metrics["map@10"] <= 1.0
@@ -49,13 +49,45 @@ def test_train_predict_evaluate(items: Path, tmp_path: Path) -> None:
 def test_global_only_plain_batches(items: Path, tmp_path: Path) -> None:
     run = tmp_path / "run"
     api.train("retrieval", data=str(items), out=str(run), epochs=2, branches=["global"], triplet_weight=0.0,
-              k_per_item=0, category_head=False, head_conv=True, raw_weight=0.5, **TINY_RETRIEVAL)
+              k_per_item=0, category_head=False, head_conv=True, raw_weight=0.5, frozen_weight=0.0, **TINY_RETRIEVAL)
     head = timm.create_model("test_efficientnet", pretrained=False, num_classes=0).num_features
     payload = torch.load(run / "weights/best.pt", weights_only=True)
     assert payload["head_conv"] and payload["dim"] == 16 + head  # the global part + the raw pooled head-conv map
     ranks = api.predict("retrieval", run, items, tmp_path / "ranks.csv", tta="none", workers=0)  # reloads it
     assert len(pd.read_csv(ranks)) == 24
     assert pd.read_csv(run / "history.csv")["epoch"].tolist() == [1, 2]
+
+
+def test_frozen_copy_joins_the_embedding_and_never_trains(items: Path, tmp_path: Path) -> None:
+    from torch.nn import functional as F
+
+    from fashionlab.tasks.retrieval.model import load_retrieval_payload
+
+    run = tmp_path / "run"
+    pretrained = tmp_path / "imagenet.pt"  # stands in for ImageNet weights (random init leaves the copy out)
+    torch.save(timm.create_model("test_efficientnet", pretrained=False, num_classes=0).state_dict(), pretrained)
+    api.train("retrieval", data=str(items), out=str(run), epochs=2, branches=["global"], k_per_item=0,
+              category_head=False, frozen_weight=0.4, val_fraction=0.25,
+              **{**TINY_RETRIEVAL, "pretrained": str(pretrained)})
+    head = timm.create_model("test_efficientnet", pretrained=False, num_classes=0).num_features
+    payload = torch.load(run / "weights/best.pt", weights_only=True)
+    assert payload["frozen_weight"] == 0.4 and payload["dim"] == 16 + head
+    assert any(k.startswith("frozen.") for k in payload["state_dict"])  # loads with no download
+    net, _ = load_retrieval_payload(run / "weights/best.pt")
+    net.train()
+    assert not net.frozen.training and not any(p.requires_grad for p in net.frozen.parameters())
+    net.eval()
+    images = torch.rand(2, 3, 64, 64)
+    with torch.no_grad():
+        emb = net.embed(images)
+        parts, mean, _ = net._run(images)
+        frozen = net.frozen(images)
+    cos = emb[0] @ emb[1]
+    expected = 0.6 * (F.normalize(parts.flatten(1), dim=1)[0] @ F.normalize(parts.flatten(1), dim=1)[1]) \
+        + 0.4 * (F.normalize(frozen, dim=1)[0] @ F.normalize(frozen, dim=1)[1])
+    assert torch.allclose(emb.norm(dim=1), torch.ones(2), atol=1e-5) and cos == pytest.approx(float(expected), abs=1e-5)
+    with pytest.raises(FashionlabError, match="raw_weight \\+ frozen_weight"):
+        api.train("retrieval", data=str(items), raw_weight=0.7, frozen_weight=0.4)
 
 
 def test_bad_items_csv_names_the_line(tmp_path: Path) -> None:

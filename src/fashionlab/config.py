@@ -84,8 +84,8 @@ class RunConfig(BaseModel):
 def _format_validation(err: ValidationError, source: str, cls: type[RunConfig] = RunConfig,
                        others: dict[str, type[RunConfig]] | None = None) -> str:
     first = err.errors()[0]
-    where = ".".join(str(p) for p in first["loc"]) or "config"
-    msg = first["msg"]
+    where = ".".join(str(p) for p in first["loc"])
+    msg = first["msg"].removeprefix("Value error, ")
     if first["type"] == "extra_forbidden":
         task = cls.model_fields["task"].default if "task" in cls.model_fields else ""
         owners = [name for name, other in (others or {}).items() if where in other.model_fields]
@@ -94,7 +94,7 @@ def _format_validation(err: ValidationError, source: str, cls: type[RunConfig] =
         else:
             of = f" of the {task} task" if task else ""
             msg = f"unknown option{of}; its options: {', '.join(sorted(cls.model_fields))}"
-    return f"{source}: {where}: {msg}"
+    return f"{source}: {where}: {msg}" if where else f"{source}: {msg}"  # no field: a rule across options
 
 
 def parse_set(items: list[str]) -> dict[str, Any]:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from ...config import RunConfig
 
@@ -39,6 +39,10 @@ class RetrievalConfig(RunConfig):
     # share of the search similarity given to the average-pooled map itself (no trained projection);
     # 0 = the trained parts only, 1 = the (fine-tuned) backbone's pooled features only
     raw_weight: float = Field(0.0, ge=0, le=1)
+    # share of the search similarity given to a frozen copy of the pretrained backbone (ImageNet as it came:
+    # head conv, stride 32, average-pooled — the features a frozen-feature probe ranks with); its weights are
+    # stored in best.pt; costs one more backbone pass per embedded photo; raw_weight + frozen_weight <= 1
+    frozen_weight: float = Field(0.5, ge=0, le=1)
     # loss
     triplet_weight: float = Field(1.0, ge=0)  # batch-hard triplet on the normalised embedding; 0 = off
     margin: float = Field(0.3, gt=0)
@@ -70,3 +74,10 @@ class RetrievalConfig(RunConfig):
         if not value or any(p < 1 or p > 8 for p in value):
             raise ValueError("stripes: give part counts between 1 and 8, e.g. [2, 3]")
         return value
+
+    @model_validator(mode="after")
+    def _similarity_shares(self) -> RetrievalConfig:
+        if self.raw_weight + self.frozen_weight > 1:
+            raise ValueError(f"raw_weight + frozen_weight must be at most 1 (got {self.raw_weight} + "
+                             f"{self.frozen_weight}): they are shares of the search similarity")
+        return self

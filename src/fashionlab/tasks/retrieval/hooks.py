@@ -31,7 +31,7 @@ from .embed import LoadedRetrieval, embed_paths, rank_exact, write_ranks
 from .features import StageWithHead, create_feature_map
 from .loss import retrieval_loss
 from .metric import map_at_k
-from .model import build_net, load_retrieval_payload, save_retrieval
+from .model import build_net, frozen_embedding, load_retrieval_payload, save_retrieval
 from .plots import plot_examples
 
 log = logging.getLogger(__name__)
@@ -121,8 +121,14 @@ class RetrievalHooks(FitHooks):
                  " + head conv" if head_conv else "", cfg.output_stride, feature_map.channels, feature_map.weights)
         self.spec = {"model": cfg.model, "imgsz": cfg.imgsz, "branches": cfg.branches, "embed_dim": cfg.embed_dim,
                      "stripes": cfg.stripes, "rings": cfg.rings, "output_stride": cfg.output_stride,
-                     "categories": self.categories, "head_conv": head_conv, "raw_weight": cfg.raw_weight}
+                     "categories": self.categories, "head_conv": head_conv, "raw_weight": cfg.raw_weight,
+                     "frozen_weight": cfg.frozen_weight}
         net = build_net(feature_map, self.spec, n_ids=len(self.item_names))
+        self.frozen = frozen_embedding(cfg.model, cfg.pretrained) if cfg.frozen_weight > 0 else None
+        if self.frozen is not None and self.frozen.source == "random init":
+            log.info("frozen_weight: %s has no pretrained weights here; the embedding is the trained parts alone",
+                     cfg.model)
+            self.frozen, self.spec["frozen_weight"] = None, 0.0
         if cfg.channels_last:
             net.to(memory_format=torch.channels_last)
         self.mean, self.std = feature_map.mean, feature_map.std
@@ -168,11 +174,13 @@ class RetrievalHooks(FitHooks):
         return float(score_embeddings(self.val_set, outputs)["map@10"])
 
     def final_eval_s(self, infer_s_per_image: float) -> float:
-        """``finish`` embeds val twice (flip views)."""
-        return 2 * self.n_val * infer_s_per_image + 5.0
+        """``finish`` embeds val twice (flip views), with the frozen copy's pass too when best.pt holds one."""
+        frozen = 1.5 if self.cfg.frozen_weight > 0 else 1.0  # the copy runs at stride 32: cheaper than the net
+        return 2 * self.n_val * infer_s_per_image * frozen + 5.0
 
     def save_weights(self, path: Path, net: torch.nn.Module, imgsz: int, info: dict[str, Any]) -> None:
-        save_retrieval(path, net, self.spec, self.mean, self.std, {**info, "train_items": len(self.item_names)})
+        save_retrieval(path, net, self.spec, self.mean, self.std, {**info, "train_items": len(self.item_names)},
+                       self.frozen)
 
     def finish(self, files: RunFiles, device: str) -> TrainResult:
         """Score the best weights on validation with ``cfg.tta`` (best.pt records its score without TTA);

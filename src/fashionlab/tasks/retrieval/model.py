@@ -27,11 +27,11 @@ from torch.nn import functional as F
 
 from ...errors import FashionlabError
 from ...io import atomic_open, load_torch
-from .features import FeatureMap, last_stage_model
+from .features import FeatureMap, create_feature_map, last_stage_model
 
 FORMAT = "fashionlab-retrieval-1"
 SPEC_KEYS = ("model", "imgsz", "branches", "embed_dim", "stripes", "rings", "output_stride", "categories")
-OPTIONAL_SPEC = {"head_conv": False, "raw_weight": 0.0}  # absent from weights files written before them
+OPTIONAL_SPEC = {"head_conv": False, "raw_weight": 0.0, "frozen_weight": 0.0}  # absent from older weights files
 
 
 @lru_cache(maxsize=64)
@@ -88,9 +88,10 @@ class RetrievalNet(nn.Module):
 
     def __init__(self, backbone: nn.Module, channels: int, branches: list[str], embed_dim: int = 128,
                  stripes: list[int] | None = None, rings: int = 2, n_ids: int = 0, n_categories: int = 0,
-                 raw_weight: float = 0.0) -> None:
+                 raw_weight: float = 0.0, frozen: FrozenEmbedding | None = None, frozen_weight: float = 0.0) -> None:
         super().__init__()
         self.backbone, self.branches, self.channels, self.raw_weight = backbone, list(branches), channels, raw_weight
+        self.frozen, self.frozen_weight = frozen, (frozen_weight if frozen is not None else 0.0)
         self.stripes, self.rings, self.embed_dim = list(stripes or [2, 3]), rings, embed_dim
         self.parts = part_names(self.branches, self.stripes, rings)
         self.reduce = nn.ModuleList(nn.Conv2d(channels, embed_dim, 1, bias=False) for _ in self.parts)
@@ -103,7 +104,8 @@ class RetrievalNet(nn.Module):
 
     @property
     def dim(self) -> int:
-        return len(self.parts) * self.embed_dim + (self.channels if self.raw_weight > 0 else 0)
+        return (len(self.parts) * self.embed_dim + (self.channels if self.raw_weight > 0 else 0)
+                + (self.frozen.channels if self.frozen is not None else 0))
 
     def pool(self, fmap: torch.Tensor) -> torch.Tensor:
         """[B, C, H, W] -> [B, C, P] in ``self.parts`` order."""
@@ -130,35 +132,73 @@ class RetrievalNet(nn.Module):
         parts, _, category = self._run(images)
         return parts, [head(parts[:, i]) for i, head in enumerate(self.classifiers)], category
 
-    def descriptor(self, parts: torch.Tensor, mean: torch.Tensor) -> torch.Tensor:
-        """The unit-length search embedding. With ``raw_weight`` w > 0 it also holds the average-pooled map
-        itself (no trained projection): cosine = (1 - w) x cosine of the parts + w x cosine of the raw
-        map, so what the backbone knew before training still counts for items it never trained on."""
-        emb = F.normalize(parts.flatten(1), dim=1)
-        if self.raw_weight <= 0:
-            return emb
-        w = min(self.raw_weight, 1.0)
-        return torch.cat([emb * (1 - w) ** 0.5, F.normalize(mean, dim=1) * w ** 0.5], dim=1)
+    def descriptor(self, parts: torch.Tensor, mean: torch.Tensor, frozen: torch.Tensor | None = None) -> torch.Tensor:
+        """The unit-length search embedding. With ``raw_weight`` r > 0 it also holds the average-pooled map
+        itself (no trained projection), with a frozen copy of the pretrained net (``frozen_weight`` f > 0)
+        that net's pooled features: cosine = (1 - r - f) x cosine of the parts + r x cosine of the raw map
+        + f x cosine of the frozen features, so what the backbone knew before training still counts for
+        items it never trained on."""
+        pieces = [(F.normalize(parts.flatten(1), dim=1), 1.0 - self.raw_weight - self.frozen_weight)]
+        if self.raw_weight > 0:
+            pieces.append((F.normalize(mean, dim=1), self.raw_weight))
+        if frozen is not None:
+            pieces.append((F.normalize(frozen, dim=1), self.frozen_weight))
+        if len(pieces) == 1:
+            return pieces[0][0]
+        return torch.cat([vector * max(weight, 0.0) ** 0.5 for vector, weight in pieces], dim=1)
 
     def embed_with_category(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         parts, mean, category = self._run(images)
-        return self.descriptor(parts, mean), category
+        frozen = self.frozen(images) if self.frozen is not None else None
+        return self.descriptor(parts, mean, frozen), category
 
     def embed(self, images: torch.Tensor) -> torch.Tensor:
         return self.embed_with_category(images)[0]
 
 
+class FrozenEmbedding(nn.Module):
+    """The pretrained backbone as ImageNet left it, average-pooled (stride 32, head conv kept): the features a
+    frozen-feature probe ranks with. Never trained: always in eval mode, no gradients."""
+
+    def __init__(self, model: nn.Module, channels: int, source: str = "") -> None:
+        super().__init__()
+        self.model, self.channels, self.source = model, channels, source  # source: where its weights came from
+        self.requires_grad_(False)
+
+    def train(self, mode: bool = True) -> FrozenEmbedding:  # noqa: ARG002 - BatchNorm keeps ImageNet's statistics
+        return super().train(False)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.model(images)[-1].float().mean((2, 3))
+
+
+def frozen_embedding(name: str, pretrained: str | None = None) -> FrozenEmbedding:
+    """With ``pretrained`` (as in ``create_feature_map``): ImageNet weights; without: an empty module for a
+    weights file's state to fill."""
+    if pretrained is None:
+        return FrozenEmbedding(*last_stage_model(name, 32, head_conv=True))
+    feature_map = create_feature_map(name, pretrained, 32, head_conv=True)
+    return FrozenEmbedding(feature_map.model, feature_map.channels, feature_map.weights)
+
+
 def build_net(feature_map: FeatureMap, spec: dict[str, Any], n_ids: int = 0) -> RetrievalNet:
+    """The training net: no frozen copy (training and its validation rank with the trained parts; the copy
+    joins the embedding in the weights file, see ``save_retrieval``)."""
     return RetrievalNet(feature_map.model, feature_map.channels, spec["branches"], spec["embed_dim"],
                         spec["stripes"], spec["rings"], n_ids, len(spec.get("categories") or []),
                         float(spec.get("raw_weight", 0.0)))
 
 
 def save_retrieval(path: Path, net: RetrievalNet, spec: dict[str, Any], mean, std,
-                   extra: dict[str, Any] | None = None) -> Path:
-    """Write best.pt without the ID classifiers (only the embedding is needed to search)."""
+                   extra: dict[str, Any] | None = None, frozen: FrozenEmbedding | None = None) -> Path:
+    """Write best.pt without the ID classifiers (only the embedding is needed to search); with ``frozen``
+    (``spec['frozen_weight']`` > 0) the frozen copy's weights too, so loading it needs no download."""
     state = {k: v.detach().cpu().clone() for k, v in net.state_dict().items() if not k.startswith("classifiers.")}
-    payload = {"format": FORMAT, "task": "retrieval", **spec, "dim": net.dim, "mean": [float(m) for m in mean],
+    dim = net.dim
+    if frozen is not None:
+        state |= {f"frozen.{k}": v.detach().cpu().clone() for k, v in frozen.state_dict().items()}
+        dim += frozen.channels
+    payload = {"format": FORMAT, "task": "retrieval", **spec, "dim": dim, "mean": [float(m) for m in mean],
                "std": [float(s) for s in std], "extra": extra or {}, "state_dict": state}
     with atomic_open(path, "wb") as handle:
         torch.save(payload, handle)
@@ -174,8 +214,10 @@ def load_retrieval_payload(path: Path) -> tuple[RetrievalNet, dict[str, Any]]:
         raise FashionlabError(f"{path}: not a retrieval weights file{hint}; use a retrieval RUN/weights/best.pt")
     spec = {k: payload[k] for k in SPEC_KEYS} | {k: payload.get(k, v) for k, v in OPTIONAL_SPEC.items()}
     model, channels = last_stage_model(spec["model"], spec["output_stride"], bool(spec["head_conv"]))
+    frozen_weight = float(spec["frozen_weight"])
     net = RetrievalNet(model, channels, spec["branches"], spec["embed_dim"], spec["stripes"], spec["rings"], 0,
-                       len(spec["categories"] or []), float(spec["raw_weight"]))
+                       len(spec["categories"] or []), float(spec["raw_weight"]),
+                       frozen_embedding(spec["model"]) if frozen_weight > 0 else None, frozen_weight)
     net.load_state_dict(payload["state_dict"], strict=True)
     return net.eval(), {**spec, "dim": payload["dim"], "mean": tuple(payload["mean"]), "std": tuple(payload["std"]),
                         "extra": payload.get("extra", {})}

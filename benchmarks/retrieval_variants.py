@@ -24,15 +24,15 @@ from PIL import Image
 from torch.nn import functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench.common import fashionlab, run  # noqa: E402
-from bench.retrieval import fashionlab_row, retrieval_split, score  # noqa: E402
+from bench.retrieval import fashionlab_row, index_and_search, retrieval_split, score  # noqa: E402
 
 from fashionlab.data.transforms import eval_transform  # noqa: E402
 from fashionlab.tasks.retrieval.data import read_images  # noqa: E402
 from fashionlab.tasks.retrieval.embed import rank_exact  # noqa: E402
 from fashionlab.tasks.retrieval.features import create_feature_map  # noqa: E402
 from fashionlab.tasks.retrieval.metric import map_at_k  # noqa: E402
-from fashionlab.tasks.retrieval.model import build_net, frozen_embedding, load_retrieval_payload  # noqa: E402
+from fashionlab.tasks.retrieval.model import (OPTIONAL_SPEC, SPEC_KEYS, build_net, frozen_embedding,  # noqa: E402
+                                               load_retrieval_payload, save_retrieval)
 
 WEIGHTS = (0.0, 0.25, 0.5, 0.75, 1.0)
 
@@ -84,19 +84,14 @@ def rescore(split_dir: Path, weights: list[Path], untrained: list[int]) -> dict[
 
 
 def attach_frozen(split_dir: Path, trained: Path, weight: float, out: Path) -> dict[str, Any]:
-    """``trained``'s best.pt as the run would have saved it with ``frozen_weight=weight`` (training and its
+    """``trained``'s best.pt saved again as a run with ``frozen_weight=weight`` saves it (training and its
     choice of weights do not depend on it), then index + search through the CLI and score."""
-    payload = torch.load(trained, map_location="cpu", weights_only=True)
-    frozen = frozen_embedding(payload["model"], "auto")
-    payload["state_dict"] |= {f"frozen.{k}": v.clone() for k, v in frozen.state_dict().items()}
-    payload |= {"frozen_weight": weight, "dim": payload["dim"] + frozen.channels}
+    net, spec = load_retrieval_payload(trained)
     weights = out / "weights" / "best.pt"
     weights.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(payload, weights)
-    indexed = run(fashionlab("index", "retrieval", "--weights", str(weights), "--gallery",
-                             str(split_dir / "gallery.csv"), "--out", str(out / "index")), log=out / "index.log")
-    searched = run(fashionlab("search", "retrieval", "--index", str(out / "index"), "--query",
-                              str(split_dir / "queries.csv"), "--out", str(out / "ranks.csv")), log=out / "search.log")
+    save_retrieval(weights, net, {k: spec[k] for k in (*SPEC_KEYS, *OPTIONAL_SPEC)} | {"frozen_weight": weight},
+                   spec["mean"], spec["std"], spec["extra"], frozen_embedding(spec["model"], "auto"))
+    indexed, searched = index_and_search(weights, split_dir / "gallery.csv", split_dir / "queries.csv", out)
     return {**score(out / "ranks.csv", split_dir / "matches.csv"), "from": str(trained),
             "index_s": round(indexed.seconds, 1), "search_s": round(searched.seconds, 1)}
 
@@ -108,8 +103,8 @@ def collect(folder: Path) -> list[dict[str, Any]]:
     for path in sorted(folder.glob("*_s*.json"), key=lambda p: p.stat().st_mtime):
         name, _, seed = path.stem.rpartition("_s")
         text = path.read_text()  # the commands the run printed ("$ ..." lines), then the JSON
-        start = 0 if text.startswith("{") else text.find("\n{") + 1
-        run = json.loads(text[start:]) if start or text.startswith("{") else {}
+        start = 0 if text.startswith("{") else text.find("\n{") + 1  # 0 also when no JSON follows
+        run = json.loads(text[start:]) if text[start:start + 1] == "{" else {}
         if "value" not in run or "command" not in run:
             continue  # not a finished variant run (e.g. a saved --rescore output)
         metrics = Path(run["command"].split("--out ")[1].split()[0]) / "metrics.json"

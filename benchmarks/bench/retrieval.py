@@ -88,6 +88,16 @@ def score(ranks: Path, truth: Path) -> dict[str, Any]:
     return {"value": scores["map@10"], **{k: scores[k] for k in scores if k.startswith("recall")}}
 
 
+def index_and_search(weights: Path, gallery: Path, queries: Path, out: Path) -> tuple[Any, Any]:
+    """``fashionlab index`` the gallery with ``weights`` into OUT/index, ``search`` the queries into
+    OUT/ranks.csv; the two timed runs."""
+    indexed = run(fashionlab("index", "retrieval", "--weights", str(weights), "--gallery", str(gallery),
+                             "--out", str(out / "index")), log=out / "index.log")
+    searched = run(fashionlab("search", "retrieval", "--index", str(out / "index"), "--query", str(queries),
+                              "--out", str(out / "ranks.csv")), log=out / "search.log")
+    return indexed, searched
+
+
 def fashionlab_row(split: Split, out: Path, budget: float, seed: int, extra: tuple[str, ...] = ()) -> dict[str, Any]:
     """``extra``: options added to the train command (the README's ablation rows)."""
     out.mkdir(parents=True, exist_ok=True)
@@ -95,11 +105,7 @@ def fashionlab_row(split: Split, out: Path, budget: float, seed: int, extra: tup
     gallery = split.test.parent / "gallery.csv"
     train = run(fashionlab("train", "retrieval", "--exist-ok", "--data", str(split.train), "--out", str(run_dir),
                            "--time-budget", str(budget), "--seed", str(seed), *extra), log=out / "train.log")
-    weights = run_dir / "weights" / "best.pt"
-    indexed = run(fashionlab("index", "retrieval", "--weights", str(weights), "--gallery", str(gallery),
-                             "--out", str(index)), log=out / "index.log")
-    searched = run(fashionlab("search", "retrieval", "--index", str(index), "--query", str(split.test),
-                              "--out", str(ranks)), log=out / "search.log")
+    indexed, searched = index_and_search(run_dir / "weights" / "best.pt", gallery, split.test, out)
     metrics = json.loads((run_dir / "metrics.json").read_text())
     imgsz = yaml.safe_load((run_dir / "config.yaml").read_text())["imgsz"]
     return {**score(ranks, split.truth), "imgsz": imgsz, "test_imgsz": imgsz, "val_map@10": metrics.get("map@10"), "seconds": round(train.seconds, 1),

@@ -71,7 +71,7 @@ def accuracy(args, params, work: Path, results: dict[str, Any], save) -> None:
             save()
 
         rows[name] = benchmark(name, folder, work / "accuracy", params["budget"], seeds, args.quick, runs,
-                               save_partial, tuple(args.rows.split(",")), sizes)
+                               save_partial, tuple(args.rows.split(",")), sizes, args.search_again)
         save_partial()
     m = results["meta"]["machine"]
     results["accuracy"] = {"rows": list(rows.values()), "runs": all_runs, "notes": notes, "quick": args.quick,
@@ -142,6 +142,9 @@ def main() -> None:
                         help="accuracy: the plain loop's sizes (default per dataset: 112,160 or 112,128,160; quick: 112)")
     parser.add_argument("--resume", action="store_true",
                         help="accuracy: keep the stored runs of these datasets (same budget) and run only the missing ones")
+    parser.add_argument("--search-again", action="store_true",
+                        help="accuracy, retrieval sets: index + search the stored fashionlab runs' weights again with "
+                             "this code (training unchanged; the run keeps its train commit and records the search's)")
     parser.add_argument("--render-only", action="store_true",
                         help="run nothing: rewrite results.md (and with --readme the README) from results.json")
     args = parser.parse_args()

@@ -112,3 +112,21 @@ def test_corrupt_query_image_names_the_file(world, tmp_path: Path) -> None:
         search(world["index"], tmp_path / "queries", **RUN)
     with pytest.raises(FashionlabError, match="not a retrieval index folder"):
         search(tmp_path, bad, **RUN)
+
+
+@pytest.mark.parametrize("method", ["qe", "k-reciprocal"])
+def test_batch_rerank_through_search(world, method: str) -> None:
+    ivf = build_index(world["weights"], world["data"] / "items.csv", world["root"] / f"ivf_{method}", kind="ivf", **RUN)
+    plain = search(world["index"], world["data"] / "items.csv", top=5, rerank="none", **RUN)
+    for index in (world["index"], ivf):  # k-reciprocal reads the vectors back from any index kind
+        ranked = search(index, world["data"] / "items.csv", top=5, rerank=method, **RUN)
+        assert [q for q, _, _ in ranked] == [q for q, _, _ in plain]
+        assert all(len(ids) == 5 and len(set(ids)) == 5 and s == sorted(s, reverse=True) for _, ids, s in ranked)
+    assert any(a[1] != b[1] for a, b in zip(ranked, plain))  # the re-ranking changed some ranking
+    shop, _ = _shop(world)[2]
+    [(_, alone, _)] = search(world["index"], world["data"] / "images" / shop, top=1, rerank=method, **RUN)
+    assert alone == [shop]
+    category = _shop(world)[0][1]
+    limited = search(world["index"], world["data"] / "items.csv", top=10, category=category, rerank=method, **RUN)
+    in_category = {i for i, c in _shop(world) if c == category}
+    assert all(set(ids) <= in_category for _, ids, _ in limited)

@@ -116,7 +116,8 @@ def _summary(values: list[float]) -> dict[str, Any]:
 
 def _commits(runs: list[dict[str, Any]]) -> list[str]:
     """The commits the runs were measured at, in order of first use ('?' where a run predates the field)."""
-    return list(dict.fromkeys(r.get("commit", "?") for r in runs))
+    return list(dict.fromkeys(r.get("commit", "?") + (f" (index + search: {r['search_commit']})"
+                                                      if r.get("search_commit") else "") for r in runs))
 
 
 def summarise(ds_name: str, runs: list[dict[str, Any]], seeds: list[int]) -> dict[str, Any]:
@@ -170,8 +171,9 @@ def _plain_sizes(runs: list[dict[str, Any]], budget: float, seeds: list[int], se
 
 def benchmark(name: str, data: Path, work: Path, budget: float, seeds: list[int], quick: bool,
               runs: list[dict[str, Any]], save: Callable[[], None], rows: tuple[str, ...] = ("fashionlab", "plain", "probe"),
-              plain_sizes: tuple[int, ...] | None = None) -> dict[str, Any]:
-    """Run the missing runs of ``name`` (appending each to ``runs`` and saving), then summarise."""
+              plain_sizes: tuple[int, ...] | None = None, search_again: bool = False) -> dict[str, Any]:
+    """Run the missing runs of ``name`` (appending each to ``runs`` and saving), then summarise.
+    ``search_again`` (retrieval): the stored fashionlab runs' weights are indexed and searched again."""
     ds = DATASETS[name]
     sizes = plain_sizes or ((112,) if quick else ds.plain_sizes)
     done = {(r["row"], r["seed"], r.get("size")) for r in runs if r["budget_s"] == budget}
@@ -186,6 +188,13 @@ def benchmark(name: str, data: Path, work: Path, budget: float, seeds: list[int]
         if "plain" in rows and ds.plain_sizes:
             todo[1:1] = [("plain", s) for s in _plain_sizes(runs, budget, seeds, seed, sizes)]
         for row, size in todo:
+            if search_again and ds.task == "retrieval" and row == "fashionlab" and (row, seed, size) in done:
+                stored = next(r for r in runs if (r["row"], r["seed"], r.get("size")) == (row, seed, size)
+                              and r["budget_s"] == budget)
+                print(f"-- {name} seed {seed}: {row}, index + search again", flush=True)
+                stored.update(retrieval.search_again(split, base / "fashionlab"), search_commit=commit())
+                save()
+                continue
             if (row, seed, size) in done:
                 continue
             print(f"-- {name} seed {seed}: {row}{f' {size} px' if size else ''}", flush=True)

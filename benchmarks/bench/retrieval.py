@@ -114,6 +114,18 @@ def fashionlab_row(split: Split, out: Path, budget: float, seed: int, extra: tup
             "predict_command": f"{indexed.command} && {searched.command}"}
 
 
+def search_again(split: Split, out: Path) -> dict[str, Any]:
+    """Index + search a stored fashionlab run's weights (OUT/run/weights/best.pt) again: the fields of the
+    row that the search sets."""
+    weights = out / "run" / "weights" / "best.pt"
+    if not weights.is_file():
+        raise SystemExit(f"{weights}: not found; --search-again needs the stored runs' work folder (--work)")
+    shutil.rmtree(out / "index", ignore_errors=True)
+    indexed, searched = index_and_search(weights, split.test.parent / "gallery.csv", split.test, out)
+    return {**score(out / "ranks.csv", split.truth), "index_s": round(indexed.seconds, 1),
+            "search_s": round(searched.seconds, 1), "predict_command": f"{indexed.command} && {searched.command}"}
+
+
 def probe_row(split: Split, out: Path, seed: int) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
     ran = run([sys.executable, str(BENCH / "retrieval_probe.py"), "--gallery", str(split.test.parent / "gallery.csv"),

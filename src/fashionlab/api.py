@@ -156,13 +156,14 @@ def index(task: str, weights: str | Path | list, gallery: str | Path, out: str |
 
 
 def search(task: str, index_dir: str | Path, query: str | Path, top: int = 10, out: str | Path | None = None,
-           category: str | None = None, device: str = "auto", skip_bad: bool = False) -> list:
-    """Rank an index's gallery for each query image: [(query_id, ids, scores), ...] (retrieval)."""
+           category: str | None = None, device: str = "auto", skip_bad: bool = False, rerank: str = "qe") -> list:
+    """Rank an index's gallery for each query image: [(query_id, ids, scores), ...] (retrieval).
+    ``rerank``: qe (query expansion within the batch) | k-reciprocal | none."""
     _only(task, "retrieval")
     from .tasks.retrieval.search import search as run_search
 
     return run_search(Path(index_dir), Path(query), top=top, out=Path(out) if out else None, category=category,
-                      device=device, skip_bad=skip_bad)
+                      device=device, skip_bad=skip_bad, rerank=rerank)
 
 
 def thresholds(task: str, pred: str | Path, truth: str | Path, out: str | Path = "thresholds.json",

@@ -199,10 +199,12 @@ def search(
     category: Optional[str] = typer.Option(None, help="Search one category only; 'auto' = predicted."),
     device: str = typer.Option("auto"),
     skip_bad: bool = typer.Option(False, "--skip-bad", help="Leave unreadable images out (counted, with a warning)."),
+    rerank: str = typer.Option("qe", help="qe (expand each query with its nearest queries of this batch) | "
+                                          "k-reciprocal | none"),
 ) -> None:
     """Rank the gallery for each query image."""
     results = api.search(task, index_dir, query, top=top, out=out, category=category, device=device,
-                         skip_bad=skip_bad)
+                         skip_bad=skip_bad, rerank=rerank)
     if out is not None:
         console.print(f"wrote {out} ({len(results)} queries)")
         return

@@ -26,6 +26,7 @@ from ...errors import FashionlabError
 from ...io import atomic_open, check_output, write_json
 from .data import read_images, readable
 from .embed import embed_fused, embed_paths, load_models, model_id, write_ranks
+from .rerank import check_rerank, expand_queries, k_reciprocal_distance
 
 log = logging.getLogger(__name__)
 INDEX_FORMAT = "fashionlab-retrieval-index-1"
@@ -175,11 +176,20 @@ class Searcher:
                                   f"the weights {', '.join(str(m.path) for m in self.models)} are model {found}; "
                                   "rebuild the index with these weights or search with the index's own")
 
+    def gallery_vectors(self) -> np.ndarray:
+        """The indexed embeddings [N, D] (read back from the index, not re-embedded)."""
+        if self.meta["kind"] == "ivf":
+            self.faiss.extract_index_ivf(self.loaded).make_direct_map()
+        return self.loaded.reconstruct_n(0, self.loaded.ntotal)
+
     def search_paths(self, paths: Sequence[Path], query_ids: Sequence[str], top: int = 10,
                      category: str | None = None, batch: int = 64, workers: int = 2, nprobe: int | None = None,
-                     ef_search: int | None = None) -> list[Result]:
+                     ef_search: int | None = None, rerank: str = "none") -> list[Result]:
+        """``rerank`` (rerank.py): ``qe`` expands each query with its nearest queries of this batch,
+        ``k-reciprocal`` re-ranks queries and gallery together (exact, whatever the index kind)."""
         if top < 1:
             raise FashionlabError(f"top must be at least 1, got {top}")
+        check_rerank(rerank)
         meta, models, loaded = self.meta, self.models, self.loaded
         want, own = _query_categories(category, models, list(paths), meta, self.categories, batch, workers,
                                       self.device)
@@ -188,12 +198,19 @@ class Searcher:
         if vectors.shape[1] != loaded.d:
             raise FashionlabError(f"{self.index}: index dimension {loaded.d} != query embedding dimension "
                                   f"{vectors.shape[1]}")
+        if rerank == "qe":
+            params, _sel = _search_params(self.faiss, meta, None, nprobe, ef_search)
+            best_match = loaded.search(vectors, 1, params=params)[0][:, 0]
+            vectors = expand_queries(vectors, best_match)
         results: list[Result] = [("", [], [])] * len(paths)
         groups: dict[str | None, list[int]] = {}
         for i, c in enumerate(want):
             groups.setdefault(c, []).append(i)
         for cat, rows in groups.items():
             allowed = None if cat is None else np.flatnonzero(np.array(self.categories) == cat)
+            if rerank == "k-reciprocal":
+                self._k_reciprocal(vectors, rows, allowed, query_ids, top, results)
+                continue
             params, _sel = _search_params(self.faiss, meta, allowed, nprobe, ef_search)  # keep sel alive
             k = min(top, loaded.ntotal if allowed is None else len(allowed))
             scores, found_idx = loaded.search(vectors[rows], k, params=params) if k else (None, None)
@@ -203,22 +220,35 @@ class Searcher:
         return results
 
 
+    def _k_reciprocal(self, vectors: np.ndarray, rows: list[int], allowed: np.ndarray | None,
+                      query_ids: Sequence[str], top: int, results: list[Result]) -> None:
+        gallery = self.gallery_vectors()
+        candidates = np.arange(len(gallery)) if allowed is None else allowed
+        dist = k_reciprocal_distance(vectors[rows], gallery[candidates])
+        order = np.argsort(dist, axis=1, kind="stable")[:, :min(top, len(candidates))]
+        for j, row in enumerate(rows):
+            results[row] = (query_ids[row], [self.ids[candidates[i]] for i in order[j]],
+                            [float(1 - dist[j, i]) for i in order[j]])
+
+
 def search(index: Path, query: Path, top: int = 10, out: Path | None = None, weights: Path | None = None,
            category: str | None = None, batch: int = 64, workers: int = 2, device: str = "auto",
            root: str | Path | None = None, nprobe: int | None = None,
-           ef_search: int | None = None, skip_bad: bool = False) -> list[Result]:
+           ef_search: int | None = None, skip_bad: bool = False, rerank: str = "qe") -> list[Result]:
     """Rank the gallery of ``index`` for each query image (an image, a folder or an items CSV: its
     consumer rows). Returns ``[(query_id, [gallery ids], [scores])]``, best first; with ``out`` also
     writes the RANKS CSV. ``weights`` (default: the index's own) must be the model the index was built
     with. ``category``: search only gallery images of this category; ``auto``: of the category the
-    model's category head predicts for each query."""
+    model's category head predicts for each query. ``rerank``: ``qe`` (default; query expansion
+    within the batch: +0.040 mAP@10 on grocery-retrieval, README), ``k-reciprocal`` or ``none``."""
     if top < 1:
         raise FashionlabError(f"top must be at least 1, got {top}")
+    check_rerank(rerank)
     if out is not None:
         check_output(Path(out))
     searcher = Searcher(Path(index), weights, device)
     table = readable(read_images(Path(query), "query", root, skip_bad), skip_bad)
-    results = searcher.search_paths(table.paths, table.ids, top, category, batch, workers, nprobe, ef_search)
+    results = searcher.search_paths(table.paths, table.ids, top, category, batch, workers, nprobe, ef_search, rerank)
     if out is not None:
         write_ranks(Path(out), results)
     return results

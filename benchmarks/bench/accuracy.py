@@ -78,11 +78,13 @@ def _score(task: str, pred: Path, truth: Path) -> dict[str, Any]:
     return {"value": scores["accuracy"]}
 
 
-def _fashionlab(ds: Dataset, split: Split, out: Path, budget: float, seed: int) -> dict[str, Any]:
+def _fashionlab(ds: Dataset, split: Split, out: Path, budget: float, seed: int,
+                extra: tuple[str, ...] = ()) -> dict[str, Any]:
+    """``extra``: options added to the train command (variants, ``benchmarks/fashionlab_variant.py``)."""
     run_dir = out / "run"
     out.mkdir(parents=True, exist_ok=True)
     train = run(fashionlab("train", ds.task, "--exist-ok", "--data", str(split.train), "--out", str(run_dir),
-                           "--time-budget", str(budget), "--seed", str(seed)), log=out / "train.log")
+                           "--time-budget", str(budget), "--seed", str(seed), *extra), log=out / "train.log")
     pred = out / "pred.csv"
     source = split.test / "Annotations" / "label.csv" if ds.task == "attributes" else split.test
     predicted = run(fashionlab("predict", ds.task, "--weights", str(run_dir), "--source", str(source),

@@ -10,6 +10,7 @@ stored default row of results.json (same seeds) and the per-seed differences.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import statistics
 import sys
@@ -41,7 +42,8 @@ def main() -> None:
     for seed in (int(s) for s in args.seeds.split(",")):
         base = args.work / args.dataset / f"seed{seed}"
         split = ds.split(args.data_root / ds.folder, base / "split", seed)
-        runs.append({"seed": seed, **_fashionlab(ds, split, base / "variant", args.budget, seed, extra)})
+        with contextlib.redirect_stdout(sys.stderr):  # the commands run are logged there; stdout is the JSON
+            runs.append({"seed": seed, **_fashionlab(ds, split, base / "variant", args.budget, seed, extra)})
         print(f"seed {seed}: {runs[-1]['value']:.4f}", file=sys.stderr, flush=True)
     stored = json.loads((BENCH / "results.json").read_text())["accuracy"]["runs"].get(args.dataset, [])
     default = {r["seed"]: r["value"] for r in stored if r["row"] == "fashionlab" and r["budget_s"] == args.budget}

@@ -4,6 +4,8 @@
     python benchmarks/run.py --quick    # small subsets, 30 s budgets, one seed (a few minutes; CI runs it)
     python benchmarks/run.py --sections accuracy --datasets trashnet --resume   # one part; resumes stored runs
     python benchmarks/run.py --readme   # also rewrite README.md's generated blocks from results.json
+    python benchmarks/run.py --sections accuracy --datasets grocery-retrieval --rows fashionlab --resume \
+        --search-again --work W     # a search-only change: index + search the stored runs' weights again
 
 Accuracy: for each real set, three rows on the same held-out photos and budget — fashionlab's default
 command, the plain loop of issue 16 at its best size, a frozen-feature probe at 224 px — each the mean ±

@@ -129,3 +129,12 @@ def test_rarest_tags_are_averaged_per_row_over_the_seeds_that_hold_them():
             {"row": "fashionlab", "rarest": {"a": {"train_images": 12, "f2": 0.8}}},
             {"row": "probe", "rarest": {"a": {"train_images": 10, "f2": 0.7}}}]
     assert _rarest(runs) == "a (11) 0.900 / 0.700; b (30) 0.500 / —"
+
+
+def test_runs_searched_again_name_both_commits():
+    runs = _runs()
+    for r in runs:
+        r["commit"] = "abc1234"
+    runs[0]["search_commit"] = "def5678"
+    out = summarise("trashnet", runs, [0, 1, 2])
+    assert out["fashionlab"]["commits"] == ["abc1234 (index + search: def5678)", "abc1234"]

@@ -219,7 +219,6 @@ class Searcher:
                 results[row] = (query_ids[row], [g for g, _ in keep], [s for _, s in keep])
         return results
 
-
     def _k_reciprocal(self, vectors: np.ndarray, rows: list[int], allowed: np.ndarray | None,
                       query_ids: Sequence[str], top: int, results: list[Result]) -> None:
         gallery = self.gallery_vectors()

@@ -12,19 +12,13 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import statistics
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench.accuracy import DATASETS, _fashionlab  # noqa: E402
+from bench.accuracy import DATASETS, _fashionlab, _summary  # noqa: E402
 
 BENCH = Path(__file__).resolve().parent
-
-
-def _mean_sd(values: list[float]) -> dict[str, float | None]:
-    return {"mean": round(statistics.fmean(values), 4),
-            "sd": round(statistics.stdev(values), 4) if len(values) > 1 else None}
 
 
 def main() -> None:
@@ -49,9 +43,9 @@ def main() -> None:
     default = {r["seed"]: r["value"] for r in stored if r["row"] == "fashionlab" and r["budget_s"] == args.budget}
     paired = [r["value"] - default[r["seed"]] for r in runs if r["seed"] in default]
     print(json.dumps({"dataset": args.dataset, "options": args.options, "budget_s": args.budget,
-                      "variant": _mean_sd([r["value"] for r in runs]),
-                      "default": _mean_sd([default[r["seed"]] for r in runs if r["seed"] in default]) if paired else None,
-                      "delta": _mean_sd(paired) if paired else None, "runs": runs}, indent=1))
+                      "variant": _summary([r["value"] for r in runs]),
+                      "default": _summary([default[r["seed"]] for r in runs if r["seed"] in default]) if paired else None,
+                      "delta": _summary(paired) if paired else None, "runs": runs}, indent=1))
 
 
 if __name__ == "__main__":

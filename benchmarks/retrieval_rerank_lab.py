@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent / "bench"))
 from fashionlab.tasks.retrieval.data import read_images  # noqa: E402
 from fashionlab.tasks.retrieval.embed import embed_fused, load_models  # noqa: E402
 from fashionlab.tasks.retrieval.metric import map_at_k  # noqa: E402
-from fashionlab.tasks.retrieval.rerank import expand_queries, k_reciprocal_distance  # noqa: E402
+from fashionlab.tasks.retrieval.rerank import _normalise, expand_queries, k_reciprocal_distance  # noqa: E402
 
 
 FROZEN = 1280  # the frozen copy's share of the default embedding: its last dims
@@ -44,10 +44,6 @@ def embed(split: Path, weights: Path, out: Path, probe: bool) -> None:
     matches: dict[str, str] = dict(line.split(",") for line in (split / "matches.csv").read_text().splitlines()[1:])
     arrays["truth"] = np.array([matches[q] for q in queries.ids])
     np.savez(out, **arrays)
-
-
-def _normalise(x: np.ndarray) -> np.ndarray:
-    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
 
 
 def query_expansion(q: np.ndarray, k: int, alpha: float) -> np.ndarray:

@@ -24,7 +24,7 @@ from PIL import Image
 from torch.nn import functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench.retrieval import fashionlab_row, index_and_search, retrieval_split, score  # noqa: E402
+from bench.retrieval import fashionlab_row, index_and_search, retrieval_split  # noqa: E402
 
 from fashionlab.data.transforms import eval_transform  # noqa: E402
 from fashionlab.tasks.retrieval.data import read_images  # noqa: E402
@@ -91,9 +91,8 @@ def attach_frozen(split_dir: Path, trained: Path, weight: float, out: Path) -> d
     weights.parent.mkdir(parents=True, exist_ok=True)
     save_retrieval(weights, net, {k: spec[k] for k in (*SPEC_KEYS, *OPTIONAL_SPEC)} | {"frozen_weight": weight},
                    spec["mean"], spec["std"], spec["extra"], frozen_embedding(spec["model"], "auto"))
-    indexed, searched = index_and_search(weights, split_dir / "gallery.csv", split_dir / "queries.csv", out)
-    return {**score(out / "ranks.csv", split_dir / "matches.csv"), "from": str(trained),
-            "index_s": round(indexed.seconds, 1), "search_s": round(searched.seconds, 1)}
+    return {**index_and_search(weights, split_dir / "gallery.csv", split_dir / "queries.csv", split_dir / "matches.csv",
+                               out), "from": str(trained)}
 
 
 def collect(folder: Path) -> list[dict[str, Any]]:

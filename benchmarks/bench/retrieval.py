@@ -88,30 +88,29 @@ def score(ranks: Path, truth: Path) -> dict[str, Any]:
     return {"value": scores["map@10"], **{k: scores[k] for k in scores if k.startswith("recall")}}
 
 
-def index_and_search(weights: Path, gallery: Path, queries: Path, out: Path) -> tuple[Any, Any]:
+def index_and_search(weights: Path, gallery: Path, queries: Path, truth: Path, out: Path) -> dict[str, Any]:
     """``fashionlab index`` the gallery with ``weights`` into OUT/index, ``search`` the queries into
-    OUT/ranks.csv; the two timed runs."""
+    OUT/ranks.csv, score it against ``truth``: the fields of a row that the search sets."""
     indexed = run(fashionlab("index", "retrieval", "--weights", str(weights), "--gallery", str(gallery),
                              "--out", str(out / "index")), log=out / "index.log")
     searched = run(fashionlab("search", "retrieval", "--index", str(out / "index"), "--query", str(queries),
                               "--out", str(out / "ranks.csv")), log=out / "search.log")
-    return indexed, searched
+    return {**score(out / "ranks.csv", truth), "index_s": round(indexed.seconds, 1),
+            "search_s": round(searched.seconds, 1), "predict_command": f"{indexed.command} && {searched.command}"}
 
 
 def fashionlab_row(split: Split, out: Path, budget: float, seed: int, extra: tuple[str, ...] = ()) -> dict[str, Any]:
     """``extra``: options added to the train command (the README's ablation rows)."""
     out.mkdir(parents=True, exist_ok=True)
-    run_dir, index, ranks = out / "run", out / "index", out / "ranks.csv"
-    gallery = split.test.parent / "gallery.csv"
+    run_dir = out / "run"
     train = run(fashionlab("train", "retrieval", "--exist-ok", "--data", str(split.train), "--out", str(run_dir),
                            "--time-budget", str(budget), "--seed", str(seed), *extra), log=out / "train.log")
-    indexed, searched = index_and_search(run_dir / "weights" / "best.pt", gallery, split.test, out)
+    searched = index_and_search(run_dir / "weights" / "best.pt", split.test.parent / "gallery.csv", split.test,
+                                split.truth, out)
     metrics = json.loads((run_dir / "metrics.json").read_text())
     imgsz = yaml.safe_load((run_dir / "config.yaml").read_text())["imgsz"]
-    return {**score(ranks, split.truth), "imgsz": imgsz, "test_imgsz": imgsz, "val_map@10": metrics.get("map@10"), "seconds": round(train.seconds, 1),
-            "index_s": round(indexed.seconds, 1), "search_s": round(searched.seconds, 1),
-            "peak_rss_mib": round(train.peak_rss_mib), "command": train.command,
-            "predict_command": f"{indexed.command} && {searched.command}"}
+    return {**searched, "imgsz": imgsz, "test_imgsz": imgsz, "val_map@10": metrics.get("map@10"),
+            "seconds": round(train.seconds, 1), "peak_rss_mib": round(train.peak_rss_mib), "command": train.command}
 
 
 def search_again(split: Split, out: Path) -> dict[str, Any]:
@@ -121,9 +120,7 @@ def search_again(split: Split, out: Path) -> dict[str, Any]:
     if not weights.is_file():
         raise SystemExit(f"{weights}: not found; --search-again needs the stored runs' work folder (--work)")
     shutil.rmtree(out / "index", ignore_errors=True)
-    indexed, searched = index_and_search(weights, split.test.parent / "gallery.csv", split.test, out)
-    return {**score(out / "ranks.csv", split.truth), "index_s": round(indexed.seconds, 1),
-            "search_s": round(searched.seconds, 1), "predict_command": f"{indexed.command} && {searched.command}"}
+    return index_and_search(weights, split.test.parent / "gallery.csv", split.test, split.truth, out)
 
 
 def probe_row(split: Split, out: Path, seed: int) -> dict[str, Any]:

@@ -202,14 +202,15 @@ class Searcher:
             params, _sel = _search_params(self.faiss, meta, None, nprobe, ef_search)
             best_match = loaded.search(vectors, 1, params=params)[0][:, 0]
             vectors = expand_queries(vectors, best_match)
+        gallery = self.gallery_vectors() if rerank == "k-reciprocal" else None
         results: list[Result] = [("", [], [])] * len(paths)
         groups: dict[str | None, list[int]] = {}
         for i, c in enumerate(want):
             groups.setdefault(c, []).append(i)
         for cat, rows in groups.items():
             allowed = None if cat is None else np.flatnonzero(np.array(self.categories) == cat)
-            if rerank == "k-reciprocal":
-                self._k_reciprocal(vectors, rows, allowed, query_ids, top, results)
+            if gallery is not None:
+                self._k_reciprocal(vectors, gallery, rows, allowed, query_ids, top, results)
                 continue
             params, _sel = _search_params(self.faiss, meta, allowed, nprobe, ef_search)  # keep sel alive
             k = min(top, loaded.ntotal if allowed is None else len(allowed))
@@ -219,9 +220,8 @@ class Searcher:
                 results[row] = (query_ids[row], [g for g, _ in keep], [s for _, s in keep])
         return results
 
-    def _k_reciprocal(self, vectors: np.ndarray, rows: list[int], allowed: np.ndarray | None,
+    def _k_reciprocal(self, vectors: np.ndarray, gallery: np.ndarray, rows: list[int], allowed: np.ndarray | None,
                       query_ids: Sequence[str], top: int, results: list[Result]) -> None:
-        gallery = self.gallery_vectors()
         candidates = np.arange(len(gallery)) if allowed is None else allowed
         dist = k_reciprocal_distance(vectors[rows], gallery[candidates])
         order = np.argsort(dist, axis=1, kind="stable")[:, :min(top, len(candidates))]

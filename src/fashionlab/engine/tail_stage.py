@@ -131,20 +131,49 @@ class ThreadChooser:
         return out
 
 
+def crop_views(imgsz: int, mean, std, crops: int, scale_min: float, hflip: float,
+               seed: int) -> Callable[[np.ndarray], torch.Tensor]:
+    """A transform giving [1 + crops, 3, imgsz, imgsz]: the whole photo resized (as prediction sees it), then
+    ``crops`` random-resized crops (area share in [scale_min, 1], aspect 3/4..4/3, each mirrored with
+    chance ``hflip``), drawn from a generator seeded with ``seed`` so a run's views are repeatable."""
+    whole, rng = eval_transform(imgsz, mean, std), np.random.default_rng(seed)
+
+    def views(image: np.ndarray) -> torch.Tensor:
+        out = [whole(image)]
+        h, w = image.shape[:2]
+        for _ in range(crops):
+            area = h * w * rng.uniform(scale_min, 1.0)
+            ratio = math.exp(rng.uniform(math.log(3 / 4), math.log(4 / 3)))
+            ch, cw = min(h, max(1, round(math.sqrt(area / ratio)))), min(w, max(1, round(math.sqrt(area * ratio))))
+            y, x = int(rng.integers(0, h - ch + 1)), int(rng.integers(0, w - cw + 1))
+            view = whole(np.ascontiguousarray(image[y:y + ch, x:x + cw]))
+            out.append(view.flip(-1) if rng.random() < hflip else view)
+        return torch.stack(out)
+
+    return views
+
+
 @torch.no_grad()
 def cache_maps(stem: nn.Module, data: LabelledSet, imgsz: int, mean, std, flip: bool, batch: int, workers: int,
-               device: str) -> torch.Tensor:
-    """float16 maps [N, V, C, h, w] of every image of ``data`` (V = 2 with the mirrored photo), from the
-    same whole-photo resize that prediction uses."""
-    dataset = ImageDataset(data.paths, list(range(len(data))), eval_transform(imgsz, mean, std))
+               device: str, crops: int = 0, scale_min: float = 0.5, hflip: float = 0.5, seed: int = 0) -> torch.Tensor:
+    """float16 maps [N, V, C, h, w] of every image of ``data``: the same whole-photo resize that prediction
+    uses, then with ``flip`` its mirror, then ``crops`` random-resized crops (``crop_views``); V = 1 + flip
+    + crops."""
+    dataset = ImageDataset(data.paths, list(range(len(data))), crop_views(imgsz, mean, std, crops, scale_min, hflip,
+                                                                          seed))
     stem.eval().to(device)
     chunks = []
     with ThreadChooser(device, trials=1) as threads:
         for images, _ in make_loader(dataset, batch, workers):
-            images = images.to(device).contiguous(memory_format=torch.channels_last)
+            images = images.to(device)  # [B, 1 + crops, 3, H, W]
 
             def forward() -> torch.Tensor:
-                return torch.stack([stem(images)] + ([stem(images.flip(-1))] if flip else []), 1)
+                whole = images[:, 0].contiguous(memory_format=torch.channels_last)
+                views = [stem(whole)] + ([stem(whole.flip(-1))] if flip else [])
+                if crops:
+                    extra = images[:, 1:].flatten(0, 1).contiguous(memory_format=torch.channels_last)
+                    views += list(stem(extra).unflatten(0, (len(images), crops)).unbind(1))
+                return torch.stack(views, 1)
 
             chunks.append(threads.run(forward, len(images)).half().cpu())
     return torch.cat(chunks) if chunks else torch.zeros(0)
@@ -154,7 +183,8 @@ def train_tail(net: ClassifierNet, train: LabelledSet, val: LabelledSet, score: 
                objective: Objective, imgsz: int, mean, std, at: int, seconds: float | None, epochs: int, lr: float,
                weight_decay: float, ema_decay: float, batch: int, workers: int, device: str,
                seed: int = 0, probe_epochs: int = 0, probe_lr: float = 3e-3, hflip: float = 0.5,
-               mix: Mixer | None = None, drop: float = 0.0) -> TailStageResult:
+               mix: Mixer | None = None, drop: float = 0.0, crops: int = 0,
+               crop_scale: float = 0.5) -> TailStageResult:
     """Train ``net``'s tail and heads on cached maps; leaves the best weights (by ``score`` on ``val``,
     or the last ones without a validation set) in ``net``. ``seconds``: the time allowed, caching
     and the later scoring of ``val`` by the caller included (None: ``epochs`` passes over the training maps). ``probe_epochs`` > 0 (with a validation
@@ -164,14 +194,16 @@ def train_tail(net: ClassifierNet, train: LabelledSet, val: LabelledSet, score: 
     at 480 s on TrashNet, 0.8828 ± 0.0066 against 0.9061 ± 0.0180 (3 seeds, README "What was tried").
     ``hflip``: the chance a training map is the mirrored view; ``mix(maps, task_index, targets)`` returns
     mixed maps and targets (the task's mixup / CutMix, applied to the cached maps); ``drop``: dropout on
-    the pooled features before the heads."""
+    the pooled features before the heads; ``crops``: random-resized crops of each training photo cached beside
+    the photo and its mirror (area share in [``crop_scale``, 1]), more views for the many passes over the maps."""
     start = time.perf_counter()
     split = split_backbone(net.backbone, at)
-    train_maps = cache_maps(split.stem, train, imgsz, mean, std, True, batch * 2, workers, device)
+    train_maps = cache_maps(split.stem, train, imgsz, mean, std, True, batch * 2, workers, device, crops, crop_scale,
+                            hflip, seed)
     cached = time.perf_counter()
     val_maps = cache_maps(split.stem, val, imgsz, mean, std, False, batch * 2, workers, device)[:, 0] \
         if len(val) else None
-    infer_s = (cached - start) / max(1, 2 * len(train))
+    infer_s = (cached - start) / max(1, train_maps.shape[1] * len(train))
     if seconds is not None:  # time to score best.pt on every validation photo afterwards (decode + whole network)
         seconds -= len(val) * FINAL_SCORING_PER_VIEW * infer_s
     model = _TailNet(split.tail, net.head, drop).to(device).train()

@@ -117,15 +117,19 @@ def cache_maps(stem: nn.Module, images: torch.Tensor, mean: Sequence[float], std
 
 @dataclass
 class MapAugment:
-    """Random crop of cached maps to ``crop`` cells and a random choice of the mirrored view
-    (maps cached with ``flip=True``); ``crop=None`` keeps the whole map."""
+    """Random crop of cached maps to ``crop`` cells and a random choice of the view: the mirrored one with
+    chance ``hflip`` (maps cached with ``flip=True``), and any further cached views (crops) each as likely as
+    the whole photo; ``crop=None`` keeps the whole map."""
 
     crop: int | None = None
     hflip: float = 0.5
 
     def __call__(self, maps: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        if maps.dim() == 5:  # [B, 2, C, h, w]: pick the view
+        if maps.dim() == 5:  # [B, V, C, h, w]: the photo, its mirror, then any crops; pick a view
             view = (torch.rand(maps.shape[0], generator=generator) < self.hflip).long()
+            if maps.shape[1] > 2:  # each crop as likely as the whole photo (mirrored or not)
+                pick = torch.randint(0, maps.shape[1] - 1, (maps.shape[0],), generator=generator)
+                view = torch.where(pick > 0, pick + 1, view)
             maps = maps[torch.arange(maps.shape[0]), view]
         if self.crop is None or self.crop >= maps.shape[-1]:
             return maps.float()

@@ -135,7 +135,8 @@ class ClassifierHooks(FitHooks):
         if not hasattr(self, "_tail_ok"):
             net = net or self._net
             why = supports_tail(net, cfg.tail_from)
-            if not why and cache_bytes(net, cfg.tail_from, cfg.tail_imgsz, self.n_train) > MAX_CACHE_BYTES:
+            if not why and cache_bytes(net, cfg.tail_from, cfg.tail_imgsz, self.n_train,
+                                       2 + cfg.tail_crops) > MAX_CACHE_BYTES:
                 why = f"{self.n_train} photos' maps at {cfg.tail_imgsz} px do not fit in memory"
             if why:
                 log.warning("first stage: the linear head instead of the tail (%s)", why)
@@ -184,7 +185,7 @@ class ClassifierHooks(FitHooks):
                               self.mean, self.std, cfg.tail_from, seconds, cfg.tail_epochs, cfg.tail_lr,
                               max(cfg.weight_decay, 0.01), cfg.tail_ema, cfg.batch, cfg.workers, device, cfg.seed,
                               cfg.tail_probe_epochs, cfg.head_lr, cfg.hflip, mix if mixing else None,
-                              cfg.tail_drop_rate)
+                              cfg.tail_drop_rate, cfg.tail_crops, cfg.tail_crop_scale)
             return HeadStage(tail.best_metric, tail.best_epoch, tail.history, tail.infer_s_per_image, tail.imgsz, "tail")
         if stage != "head" or cfg.head_epochs <= 0:
             return None

@@ -17,6 +17,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench.accuracy import DATASETS, _fashionlab, _summary  # noqa: E402
+from bench.common import commit  # noqa: E402
 
 BENCH = Path(__file__).resolve().parent
 
@@ -37,7 +38,8 @@ def main() -> None:
         base = args.work / args.dataset / f"seed{seed}"
         split = ds.split(args.data_root / ds.folder, base / "split", seed)
         with contextlib.redirect_stdout(sys.stderr):  # the commands run are logged there; stdout is the JSON
-            runs.append({"seed": seed, **_fashionlab(ds, split, base / "variant", args.budget, seed, extra)})
+            runs.append({"seed": seed, "n_train": split.n_train, "n_test": split.n_test, "commit": commit(),
+                         **_fashionlab(ds, split, base / "variant", args.budget, seed, extra)})
         print(f"seed {seed}: {runs[-1]['value']:.4f}", file=sys.stderr, flush=True)
     stored = json.loads((BENCH / "results.json").read_text())["accuracy"]["runs"].get(args.dataset, [])
     default = {r["seed"]: r["value"] for r in stored if r["row"] == "fashionlab" and r["budget_s"] == args.budget}

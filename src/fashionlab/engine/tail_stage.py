@@ -131,7 +131,8 @@ class ThreadChooser:
         return out
 
 
-def crop_views(imgsz: int, crops: int, scale_min: float, hflip: float, seed: int) -> Callable[[np.ndarray], torch.Tensor]:
+def crop_views(imgsz: int, crops: int, scale_min: float, hflip: float,
+               seed: int) -> Callable[[np.ndarray], torch.Tensor]:
     """A transform giving uint8 [1 + crops, 3, imgsz, imgsz]: the whole photo resized (as prediction sees it),
     then ``crops`` random-resized crops (area share in [scale_min, 1], aspect 3/4..4/3, each mirrored with
     chance ``hflip``), drawn from a generator seeded with ``seed`` so a run's views are repeatable. uint8, not

@@ -26,14 +26,13 @@ from fashionlab.tasks.retrieval.metric import map_at_k  # noqa: E402
 from fashionlab.tasks.retrieval.rerank import _normalise, expand_queries, k_reciprocal_distance  # noqa: E402
 
 
-FROZEN = 1280  # the frozen copy's share of the default embedding: its last dims
-
-
 def embed(split: Path, weights: Path, out: Path, probe: bool) -> None:
     gallery, queries = read_images(split / "gallery.csv", "gallery"), read_images(split / "queries.csv", "query")
     models = load_models([weights])
     arrays = {"G": embed_fused(models, gallery.paths), "Q": embed_fused(models, queries.paths),
-              "gids": np.array(gallery.ids), "qids": np.array(queries.ids)}
+              "gids": np.array(gallery.ids), "qids": np.array(queries.ids),
+              # the frozen copy's share of the embedding: its last dims (0 without a copy)
+              "frozen_dims": np.array(models[0].net.frozen.channels if models[0].net.frozen is not None else 0)}
     if probe:
         import torch
         from probe import features
@@ -119,8 +118,11 @@ def main() -> None:
     for cache in args.caches:
         data = np.load(cache)
         q, g = data["Q"], data["G"]
-        bases = {"": (q, g), "parts: ": (_normalise(q[:, :-FROZEN]), _normalise(g[:, :-FROZEN])),
-                 "frozen: ": (_normalise(q[:, -FROZEN:]), _normalise(g[:, -FROZEN:]))}
+        frozen = int(data["frozen_dims"]) if "frozen_dims" in data else 1280  # caches before it: lite0's copy
+        bases = {"": (q, g)}
+        if frozen:
+            bases |= {"parts: ": (_normalise(q[:, :-frozen]), _normalise(g[:, :-frozen])),
+                      "frozen: ": (_normalise(q[:, -frozen:]), _normalise(g[:, -frozen:]))}
         if "PQ" in data:
             bases["probe: "] = (data["PQ"], data["PG"])
         per_cache: dict[str, list[float]] = {}

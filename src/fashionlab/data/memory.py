@@ -56,8 +56,8 @@ def decode_images(paths: Sequence[Path], size: int, threads: int = 1) -> torch.T
 def normalise(images: torch.Tensor, mean: Sequence[float], std: Sequence[float],
               channels_last: bool = True) -> torch.Tensor:
     """uint8 (or 0-255 float) [B, 3, H, W] -> normalised float32, channels_last by default."""
-    m = torch.as_tensor(mean, dtype=torch.float32).view(1, 3, 1, 1) * 255.0
-    s = torch.as_tensor(std, dtype=torch.float32).view(1, 3, 1, 1) * 255.0
+    m = torch.as_tensor(mean, dtype=torch.float32, device=images.device).view(1, 3, 1, 1) * 255.0
+    s = torch.as_tensor(std, dtype=torch.float32, device=images.device).view(1, 3, 1, 1) * 255.0
     out = (images.float() - m) / s
     return out.contiguous(memory_format=torch.channels_last) if channels_last else out
 

@@ -29,6 +29,7 @@ from torch import nn
 
 from ..data.images import ImageDataset
 from ..data.labelled import LabelledSet
+from ..data.memory import normalise
 from ..errors import FashionlabError
 from ..models.losses import Objective
 from ..models.net import ClassifierNet
@@ -134,22 +135,15 @@ class ThreadChooser:
 def crop_views(imgsz: int, crops: int, scale_min: float, hflip: float,
                seed: int) -> Callable[[np.ndarray], torch.Tensor]:
     """A transform giving uint8 [1 + crops, 3, imgsz, imgsz]: the whole photo resized (as prediction sees it),
-    then ``crops`` random-resized crops (area share in [scale_min, 1], aspect 3/4..4/3, each mirrored with
-    chance ``hflip``), drawn from a generator seeded with ``seed`` so a run's views are repeatable. uint8, not
-    normalised floats: the loader's workers pass a quarter of the bytes (float views made a crop cost twice
-    its network time on 2 cores)."""
-    resize, rng = A.Resize(imgsz, imgsz), np.random.default_rng(seed)
+    then ``crops`` random-resized crops (area share in [scale_min, 1], each mirrored with chance ``hflip``),
+    drawn with ``seed`` so a run's views are repeatable. uint8, not normalised floats: the loader's workers
+    pass a quarter of the bytes (float views made a crop cost twice its network time on 2 cores)."""
+    resize = A.Resize(imgsz, imgsz)
+    crop = A.Compose([A.RandomResizedCrop(size=(imgsz, imgsz), scale=(scale_min, 1.0)), A.HorizontalFlip(p=hflip)],
+                     seed=seed)
 
     def views(image: np.ndarray) -> torch.Tensor:
-        out = [resize(image=image)["image"]]
-        h, w = image.shape[:2]
-        for _ in range(crops):
-            area = h * w * rng.uniform(scale_min, 1.0)
-            ratio = math.exp(rng.uniform(math.log(3 / 4), math.log(4 / 3)))
-            ch, cw = min(h, max(1, round(math.sqrt(area / ratio)))), min(w, max(1, round(math.sqrt(area * ratio))))
-            y, x = int(rng.integers(0, h - ch + 1)), int(rng.integers(0, w - cw + 1))
-            view = resize(image=np.ascontiguousarray(image[y:y + ch, x:x + cw]))["image"]
-            out.append(view[:, ::-1] if rng.random() < hflip else view)
+        out = [resize(image=image)["image"]] + [crop(image=image)["image"] for _ in range(crops)]
         return torch.from_numpy(np.ascontiguousarray(np.stack(out).transpose(0, 3, 1, 2)))
 
     return views
@@ -163,22 +157,17 @@ def cache_maps(stem: nn.Module, data: LabelledSet, imgsz: int, mean, std, flip: 
     + crops."""
     dataset = ImageDataset(data.paths, list(range(len(data))), crop_views(imgsz, crops, scale_min, hflip, seed))
     stem.eval().to(device)
-    shift = torch.tensor(mean, dtype=torch.float32, device=device).view(1, 3, 1, 1) * 255.0
-    scale = 1.0 / (torch.tensor(std, dtype=torch.float32, device=device).view(1, 3, 1, 1) * 255.0)
     chunks = []
     with ThreadChooser(device, trials=1) as threads:
         for images, _ in make_loader(dataset, batch, workers):
             images = images.to(device)  # uint8 [B, 1 + crops, 3, H, W]
 
             def forward() -> torch.Tensor:
-                def normalised(views: torch.Tensor) -> torch.Tensor:
-                    return ((views.float() - shift) * scale).contiguous(memory_format=torch.channels_last)
-
-                whole = normalised(images[:, 0])
+                whole = normalise(images[:, 0], mean, std)
                 maps = [stem(whole)] + ([stem(whole.flip(-1))] if flip else [])
                 if crops:
-                    maps += list(stem(normalised(images[:, 1:].flatten(0, 1))).unflatten(0, (len(images), crops))
-                                 .unbind(1))
+                    extra = normalise(images[:, 1:].flatten(0, 1), mean, std)
+                    maps += list(stem(extra).unflatten(0, (len(images), crops)).unbind(1))
                 return torch.stack(maps, 1)
 
             chunks.append(threads.run(forward, len(images)).half().cpu())
